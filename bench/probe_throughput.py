@@ -1,0 +1,220 @@
+"""Probing throughput: knowpack's prefix-sharing engine against the study's approach, in the same run.
+
+The study's approach: HF ``model.generate`` on full few-shot prompts, left-padded, greedy, batch 128 (GPU) /
+32 (CPU). Ours: ``knowpack.probe.engine.PrefixEngine`` on the same prompts. Both include turning tokens into
+text. Prints prompts/s per variant, the speed-up over the study's setting, and how often the two produced the
+same greedy answer.
+
+  CPU, embedded model (200 questions × 10 prompts, answers end at their natural end):
+    nice -n 10 python bench/probe_throughput.py --device cpu
+  GPU, Llama-3.1-8B-shaped model with random bf16 weights, 16 forced new tokens:
+    python bench/probe_throughput.py --device cuda --synthetic-llama8b --force-new-tokens 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from knowpack.probe.engine import Decoding, Job, PrefixEngine
+from knowpack.probe.prompts import PromptSet, PromptSettings
+
+COUNTRIES = [
+    "France", "Germany", "Italy", "Spain", "Portugal", "Poland", "Sweden", "Norway", "Finland", "Denmark",
+    "Greece", "Turkey", "Egypt", "Morocco", "Nigeria", "Kenya", "Ethiopia", "Ghana", "Senegal", "Tanzania",
+    "India", "China", "Japan", "Vietnam", "Thailand", "Indonesia", "Philippines", "Pakistan", "Iran", "Iraq",
+    "Brazil", "Argentina", "Chile", "Peru", "Colombia", "Venezuela", "Mexico", "Cuba", "Canada", "Australia",
+    "New Zealand", "Ireland", "Austria", "Hungary", "Romania", "Bulgaria", "Ukraine", "Belgium", "Nepal", "Mongolia",
+]
+TEMPLATES = [
+    "What is the capital city of {}?",
+    "What is the official currency of {}?",
+    "Which language is the most widely spoken official language of {}?",
+    "On which continent is the country of {} located?",
+]
+# Llama-3.1's chat template puts this preamble into every system turn; the synthetic-8B prompts carry it so that
+# their length matches the study's prompts (150-210 tokens).
+LLAMA31_SYSTEM_PREAMBLE = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+
+
+def questions(n: int) -> list[str]:
+    out = [t.format(c) for t in TEMPLATES for c in COUNTRIES]
+    return (out * (n // len(out) + 1))[:n]
+
+
+def synthetic_llama8b(device: str) -> LlamaForCausalLM:
+    """Llama-3.1-8B's shape with random bf16 weights (throughput does not depend on the weight values)."""
+    config = LlamaConfig(
+        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072, rope_theta=500000.0,
+        rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001,
+    )
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def build_jobs(tokenizer, n_questions: int, n_prompts: int, chat: bool) -> list[Job]:
+    prompts = PromptSet(tokenizer, PromptSettings(n_prompts=n_prompts, chat=chat), questions(n_questions))
+    return [Job(e.prefix, e.suffix) for p in range(n_prompts) for e in prompts.encode(p, range(n_questions))]
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_baseline(model, tokenizer, jobs, batch_size, decoding, attn, device) -> tuple[float, list[str]]:
+    """The study's approach: full prompts, left padding, ``model.generate`` greedy."""
+    config = model.config
+    previous = config._attn_implementation
+    config._attn_implementation = attn
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    texts = []
+    try:
+        sync(device)
+        start = time.perf_counter()
+        for k in range(0, len(jobs), batch_size):
+            prompts = [list(j.prefix + j.suffix) for j in jobs[k:k + batch_size]]
+            width = max(map(len, prompts))
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+            with torch.inference_mode():
+                out = model.generate(
+                    input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=decoding.max_new_tokens,
+                    min_new_tokens=decoding.min_new_tokens or None, pad_token_id=pad,
+                )
+            texts += tokenizer.batch_decode(out[:, width:].tolist(), skip_special_tokens=True)
+        sync(device)
+        return time.perf_counter() - start, texts
+    finally:
+        config._attn_implementation = previous
+
+
+def run_engine(model, tokenizer, jobs, batch_size, decoding, device) -> tuple[float, list[str]]:
+    engine = PrefixEngine(model, tokenizer, decoding, batch_size=batch_size)
+    texts: list[str] = [""] * len(jobs)
+    sync(device)
+    start = time.perf_counter()
+    for indices, generations in engine.generate(jobs):
+        decoded = tokenizer.batch_decode([g[0].tokens for g in generations], skip_special_tokens=True)
+        for i, text in zip(indices, decoded):
+            texts[i] = text
+    sync(device)
+    return time.perf_counter() - start, texts
+
+
+def first_line(text: str) -> str:
+    return text.strip().split("\n")[0].strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="smollm2-135m", help="model spec (ignored with --synthetic-llama8b)")
+    parser.add_argument("--synthetic-llama8b", action="store_true")
+    parser.add_argument("--tokenizer", help="tokenizer folder for the synthetic model (default: the embedded model's)")
+    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--prompts", type=int, default=10)
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--force-new-tokens", type=int, default=0, help="generate exactly N tokens (no early stop)")
+    parser.add_argument("--baseline-batch", type=int, help="default: 128 on GPU, 32 on CPU")
+    parser.add_argument("--baseline-prompts", type=int, default=0, help="time the baseline on the first N prompts "
+                        "(spread over all prompt sets); 0 = all")
+    parser.add_argument("--baseline-attn", default="eager,sdpa", help="attention implementations for the baseline")
+    parser.add_argument("--engine-batch", default="", help="comma-separated engine batch sizes (default 64 CPU, 512 GPU)")
+    parser.add_argument("--repeat", type=int, default=1, help="timed repetitions per variant (median reported)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    device = args.device
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    if args.synthetic_llama8b:
+        from knowpack.models import resolve_model
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or resolve_model("smollm2-135m")[0])
+        model = synthetic_llama8b(device)
+        name = "Llama-3.1-8B-shaped, random bf16 weights"
+    else:
+        from knowpack.models import load_model
+
+        loaded = load_model(args.model, device=device)
+        tokenizer, model = loaded.tokenizer, loaded.model
+        name = f"{args.model} ({next(model.parameters()).dtype})"
+    chat = tokenizer.chat_template is not None
+    if args.synthetic_llama8b:
+        import knowpack.probe.prompts as prompts_module
+
+        prompts_module.SYSTEM_PROMPT = LLAMA31_SYSTEM_PREAMBLE + prompts_module.SYSTEM_PROMPT
+    jobs = build_jobs(tokenizer, args.questions, args.prompts, chat)
+    forced = args.force_new_tokens
+    decoding = Decoding(max_new_tokens=forced or args.max_new_tokens, min_new_tokens=forced)
+    lengths = [len(j.prefix) + len(j.suffix) for j in jobs]
+    print(f"model: {name}; device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; "
+          f"torch {torch.__version__}")
+    print(f"{len(jobs)} prompts ({args.questions} questions × {args.prompts} prompt sets), "
+          f"{min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.0f}, shared prefix "
+          f"{statistics.mean(len(j.prefix) for j in jobs):.0f}); "
+          f"{'exactly ' + str(forced) if forced else 'up to ' + str(args.max_new_tokens)} new tokens, greedy")
+
+    baseline_batch = args.baseline_batch or (128 if device == "cuda" else 32)
+    engine_batches = [int(b) for b in args.engine_batch.split(",") if b] or [512 if device == "cuda" else 64]
+    subset = jobs
+    if args.baseline_prompts:
+        per_set = max(1, args.baseline_prompts // args.prompts)
+        subset = [jobs[p * args.questions + q] for p in range(args.prompts) for q in range(min(per_set, args.questions))]
+    # warm-up (kernels, allocator, tokenizer tables) on a small slice, untimed
+    run_baseline(model, tokenizer, subset[: min(8, len(subset))], baseline_batch, decoding, "sdpa", device)
+    run_engine(model, tokenizer, jobs[: min(64, len(jobs))], engine_batches[0], decoding, device)
+
+    rows = []
+    reference = None
+    for attn in [a for a in args.baseline_attn.split(",") if a]:
+        times = []
+        for _ in range(args.repeat):
+            seconds, texts = run_baseline(model, tokenizer, subset, baseline_batch, decoding, attn, device)
+            times.append(seconds)
+        reference = reference or texts
+        rows.append({"approach": f"study: generate, full prompts, {attn}", "batch": baseline_batch,
+                     "prompts": len(subset), "seconds": statistics.median(times),
+                     "prompts_per_s": len(subset) / statistics.median(times), "agree": None})
+    baseline_answers = {id(j): first_line(t) for j, t in zip(subset, reference or [])}
+    for batch in engine_batches:
+        times = []
+        for _ in range(args.repeat):
+            seconds, texts = run_engine(model, tokenizer, jobs, batch, decoding, device)
+            times.append(seconds)
+        same = [first_line(t) == baseline_answers[id(j)] for j, t in zip(jobs, texts) if id(j) in baseline_answers]
+        rows.append({"approach": "knowpack: shared-prefix engine", "batch": batch, "prompts": len(jobs),
+                     "seconds": statistics.median(times), "prompts_per_s": len(jobs) / statistics.median(times),
+                     "agree": sum(same) / len(same) if same else None})
+    study = rows[0]["prompts_per_s"] if rows else None
+    print()
+    print("| approach | batch | prompts | seconds | prompts/s | × study | same greedy answer as study |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        agree = "" if row["agree"] is None else f"{100 * row['agree']:.1f}%"
+        print(f"| {row['approach']} | {row['batch']} | {row['prompts']} | {row['seconds']:.1f} | "
+              f"{row['prompts_per_s']:.1f} | {row['prompts_per_s'] / study:.1f}× | {agree} |")
+    if args.json:
+        args.json.write_text(json.dumps({"model": name, "device": device, "rows": rows, "args": vars(args)},
+                                        indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""LoRA training throughput: knowpack's loop against the study's configuration, in one process on one model.
+
+The study's configuration: HF ``Trainer``, batch 8, each batch padded to its longest row, eager attention, loss on
+every real token, LoRA rank 1 / alpha 2 / dropout 0.1 on gate/up/down, AdamW lr 1e-3 (bf16 autocast on GPU).
+knowpack: ``knowpack.train.lora.TrainingLoop`` (the code ``knowpack train`` runs) with the same adapter, rows packed
+without padding, sdpa, logits only at the answer tokens, fused AdamW on GPU, at several batch sizes.
+
+Rows are study-like: 40–70 tokens each (system + question + answer in a chat template), the answer the last 3–10
+tokens; token ids are random (throughput does not depend on them), so no tokenizer is needed. tokens/s counts real
+(non-pad) tokens for both. Each variant runs ``--warmup`` steps, then ``--steps`` timed steps.
+
+  CPU, embedded model:  python bench/train_throughput.py
+  GPU, Llama-3.1-8B shape with random bf16 weights (no download):
+                        python bench/train_throughput.py --device cuda --synthetic-llama8b --batches 8,16,32,64,128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from knowpack.train.lora import TrainConfig, TrainingLoop, fresh_adapter, lora_config, pack, packed_logits  # noqa: E402
+
+STUDY_BATCH = 8
+
+
+def study_like_rows(count: int, vocab: int, seed: int) -> list[tuple[list[int], int]]:
+    """(token ids, prompt length): 40–70 tokens, the last 3–10 of them the answer."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(count):
+        length, answer = int(rng.integers(40, 71)), int(rng.integers(3, 11))
+        rows.append((rng.integers(100, vocab, size=length).tolist(), length - answer))
+    return rows
+
+
+def synthetic_llama8b(device: str) -> torch.nn.Module:
+    """LlamaForCausalLM with Llama-3.1-8B's shape and random bf16 weights, built on the device."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, max_position_embeddings=131072, rope_theta=500000.0, tie_word_embeddings=False,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device(device):
+        model = LlamaForCausalLM(config)
+    torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def knowpack_variant(model, rows, batch: int, args, loss_on: str = "answer", cast_inputs: bool = False,
+                     pass_tokens: int | None = None) -> dict:
+    """Tokens/s of knowpack's training loop at ``batch`` rows per step (timed steps only)."""
+    device = next(model.parameters()).device
+    count = batch * (args.warmup + args.steps)
+    config = TrainConfig(labels=Path("-"), out=Path("-"), rank=1, alpha=2.0, dropout=0.1, targets="mlp", lr=1e-3,
+                         batch_size=batch, epochs=1, loss_on=loss_on, seed=0,
+                         max_tokens_per_pass=pass_tokens)
+    with fresh_adapter(model, lora_config(config), seed=0) as peft_model:
+        loop = TrainingLoop(peft_model, model, rows[:count], config)
+        if cast_inputs:  # ablation: peft's default of copying each adapter input to float32
+            for module in peft_model.modules():
+                if hasattr(module, "cast_input_dtype_enabled"):
+                    module.cast_input_dtype_enabled = True
+        reset_peak(device)
+        log = loop.run_epoch(1)[args.warmup:]
+        peak = peak_gib(device)
+        del loop
+    tokens, seconds = sum(r["tokens"] for r in log), sum(r["seconds"] for r in log)
+    name = (f"knowpack packed, batch {batch}, loss on {loss_on}" + (", fp32 adapter inputs" if cast_inputs else "")
+            + (f", passes of ≤{pass_tokens} tokens" if pass_tokens else ""))
+    return {"config": name, "batch": batch, "tokens_per_s": tokens / seconds, "step_s": seconds / len(log),
+            "tokens_per_step": tokens / len(log), "padding_share": 0.0, "peak_gib": peak,
+            "loss_first_last": [log[0]["loss"], log[-1]["loss"]]}
+
+
+def study_variant(model, rows, args) -> dict:
+    """Tokens/s of the study's setup: HF Trainer, batch 8, padded batches, eager attention."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    device = next(model.parameters()).device
+    pad_id = 0
+    batches_real, batches_padded, step_times = [], [], []
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return STUDY_BATCH * (args.warmup + args.steps)
+
+        def __getitem__(self, index):
+            return rows[index][0]
+
+    def collate(items):
+        width = max(len(ids) for ids in items)
+        input_ids = torch.full((len(items), width), pad_id)
+        attention = torch.zeros((len(items), width), dtype=torch.long)
+        for i, ids in enumerate(items):  # right padding, as the study's tokenizer call did
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            attention[i, : len(ids)] = 1
+        batches_real.append(int(attention.sum()))
+        batches_padded.append(input_ids.numel())
+        return {"input_ids": input_ids, "attention_mask": attention,
+                "labels": input_ids.masked_fill(attention == 0, -100)}
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *_, **__):
+            sync(device)
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *_, **__):
+            sync(device)
+            step_times.append(time.perf_counter() - self.started)
+
+    model.set_attn_implementation("eager")
+    config = TrainConfig(labels=Path("-"), out=Path("-"), rank=1, alpha=2.0, dropout=0.1, targets="mlp")
+    try:
+        with fresh_adapter(model, lora_config(config), seed=0) as peft_model, tempfile.TemporaryDirectory() as tmp:
+            training_args = TrainingArguments(
+                output_dir=tmp, per_device_train_batch_size=STUDY_BATCH, max_steps=args.warmup + args.steps,
+                learning_rate=1e-3, bf16=device.type == "cuda", use_cpu=device.type == "cpu", logging_strategy="no",
+                save_strategy="no", report_to=[], dataloader_num_workers=0, disable_tqdm=True, seed=0,
+                remove_unused_columns=False,
+            )
+            reset_peak(device)
+            trainer = Trainer(model=peft_model, args=training_args, train_dataset=Rows(), data_collator=collate,
+                              callbacks=[Clock()])
+            trainer.train()
+            peak = peak_gib(device)
+            del trainer
+    finally:
+        model.set_attn_implementation("sdpa")
+    timed = slice(args.warmup, args.warmup + args.steps)
+    seconds, real, padded = sum(step_times[timed]), sum(batches_real[timed]), sum(batches_padded[timed])
+    return {"config": "study: HF Trainer, batch 8, padded, eager", "batch": STUDY_BATCH,
+            "tokens_per_s": real / seconds, "step_s": seconds / args.steps, "tokens_per_step": real / args.steps,
+            "padding_share": 1 - real / padded, "peak_gib": peak}
+
+
+def packing_check(model, rows) -> float:
+    """Relative difference between the loss of 6 rows packed into one sequence and the rows run one by one:
+    proves the block-diagonal mask works with this transformers version (bf16 rounding only on GPU)."""
+    device = next(model.parameters()).device
+    batch = pack(rows[:6], "all", device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        packed = torch.nn.functional.cross_entropy(packed_logits(model, batch).float(), batch.labels, reduction="sum")
+        separate = sum(
+            torch.nn.functional.cross_entropy(
+                model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, :-1].float(),
+                torch.tensor(ids[1:], device=device), reduction="sum")
+            for ids, _ in rows[:6]
+        )
+    return abs(packed.item() - separate.item()) / abs(separate.item())
+
+
+def profile(model, rows, batch: int, args) -> None:
+    """Where a knowpack step's time goes: the top GPU kernels, and GPU busy time against wall time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    device = next(model.parameters()).device
+    config = TrainConfig(labels=Path("-"), out=Path("-"), rank=1, alpha=2.0, dropout=0.1, targets="mlp",
+                         batch_size=batch, epochs=2, seed=0, max_tokens_per_pass=args.pass_tokens[0] if args.pass_tokens else None)
+    with fresh_adapter(model, lora_config(config), seed=0) as peft_model:
+        loop = TrainingLoop(peft_model, model, rows[: batch * 3], config)
+        loop.run_epoch(1)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with torch_profile(activities=activities) as prof:
+            started = time.perf_counter()
+            log = loop.run_epoch(2)
+            wall = time.perf_counter() - started
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"\nprofile of 3 steps, batch {batch} (passes ≤ {config.max_tokens_per_pass}): wall {wall:.3f} s, "
+          f"step times {[round(r['seconds'], 3) for r in log]}")
+    print(prof.key_averages().table(sort_by=sort, row_limit=14, max_name_column_width=60))
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="smollm2-135m", help="model spec for knowpack.models.load_model")
+    parser.add_argument("--synthetic-llama8b", action="store_true", help="Llama-3.1-8B shape, random bf16 weights")
+    parser.add_argument("--batches", default="8,16,64", help="knowpack batch sizes (rows per step)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--ablations", action="store_true",
+                        help="also at batch 64: loss on all tokens, and peft's float32 copies of adapter inputs (GPU)")
+    parser.add_argument("--pass-tokens", default="", help="also try --max-tokens-per-pass values, e.g. 1024,2048")
+    parser.add_argument("--profile", action="store_true", help="profile 3 steps at the largest batch")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    args.pass_tokens = [int(t) for t in args.pass_tokens.split(",") if t]
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.synthetic_llama8b:
+        model, name = synthetic_llama8b(args.device), "synthetic Llama-3.1-8B shape (bf16, random weights)"
+    else:
+        from knowpack.models import load_model
+
+        model, name = load_model(args.model, device=args.device).model, args.model
+    device = next(model.parameters()).device
+    batches = [int(b) for b in args.batches.split(",")]
+    rows = study_like_rows(max(batches + [STUDY_BATCH, 64]) * (args.warmup + args.steps), model.config.vocab_size, 0)
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# {name} on {where}; dtype {next(model.parameters()).dtype}; torch {torch.__version__}", flush=True)
+
+    print(f"packing check: packed vs row-by-row loss differ by {packing_check(model, rows):.2e} (relative)", flush=True)
+    results = [study_variant(model, rows, args)]
+    print(results[-1], flush=True)
+    for batch in batches:
+        for pass_tokens in [None] + [t for t in args.pass_tokens if t < batch * 55]:
+            try:
+                results.append(knowpack_variant(model, rows, batch, args, pass_tokens=pass_tokens))
+            except torch.OutOfMemoryError:
+                print(f"batch {batch}, passes of {pass_tokens} tokens: out of memory", flush=True)
+                continue
+            print(results[-1], flush=True)
+    if args.profile:
+        profile(model, rows, max(batches), args)
+    if args.ablations:  # at batch 64: the study's loss on every token; peft's float32 copies of adapter inputs
+        pass_tokens = args.pass_tokens[0] if args.pass_tokens else None
+        variants = [{"loss_on": "all"}] + ([{"cast_inputs": True}] if device.type == "cuda" else [])
+        for variant in variants:
+            results.append(knowpack_variant(model, rows, 64, args, pass_tokens=pass_tokens, **variant))
+            print(results[-1], flush=True)
+    study = results[0]["tokens_per_s"]
+    print(f"\n| configuration | rows/step | real tokens/step | padding | step (s) | tokens/s | × study |"
+          + (" peak GiB |" if device.type == "cuda" else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if device.type == "cuda" else ""))
+    for r in results:
+        line = (f"| {r['config']} | {r['batch']} | {r['tokens_per_step']:.0f} | {r['padding_share']:.0%} | "
+                f"{r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / study:.2f} |")
+        print(line + (f" {r['peak_gib']:.1f} |" if device.type == "cuda" else ""))
+    if args.json:
+        args.json.write_text(json.dumps({"model": name, "device": where, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

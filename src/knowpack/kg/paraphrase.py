@@ -1,0 +1,179 @@
+"""``knowpack paraphrase``: k model-written paraphrases of any questions (the study asked an LLM for 200 each).
+
+A paraphrase is kept only when it is new (not the question nor an earlier paraphrase after ``text.normalize``),
+looks like a question (at least three words) and does not give the answer away (no alias occurs in it,
+``text.match_lenient``). Each question is sampled on its own seed (run seed + row), so results do not depend on
+batching, and a run folder with the same config resumes as finished work.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from knowpack.errors import InputError
+from knowpack.kg.schema import QUESTIONS_SCHEMA
+from knowpack.runfolder import open_run, read_parquet, write_parquet
+from knowpack.text import match_lenient, normalize
+
+DEFAULT_PROMPT = (
+    "Rewrite the question below in different words, keeping exactly the same meaning. "
+    "Reply with the rewritten question only.\nQuestion: {question}"
+)
+_NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•]|(?:rewritten |new |rephrased )?question\s*:)\s*", re.IGNORECASE)
+
+
+@dataclass
+class ParaphraseConfig:
+    """``questions``: a questions.parquet, a run folder holding one, a .jsonl ({"question", "answer"?}) or .txt."""
+
+    questions: str
+    out: str
+    model: str = "smollm2-135m"
+    k: int = 5
+    rounds: int = 3
+    samples_per_round: int = 8
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_new_tokens: int = 48
+    prompt: str = DEFAULT_PROMPT
+    seed: int = 0
+    keep_existing: bool = True
+    device: str | None = field(default=None, metadata={"affects_results": False})
+    overwrite: bool = field(default=False, metadata={"affects_results": False})
+    progress: bool = field(default=True, metadata={"affects_results": False})
+
+    def __post_init__(self) -> None:
+        if "{question}" not in self.prompt:
+            raise InputError("--prompt must contain {question}")
+        if self.k < 1 or self.rounds < 1 or self.samples_per_round < 1:
+            raise InputError("-k, --rounds and --samples-per-round must be ≥ 1")
+
+
+def clean_generation(text: str) -> str:
+    """The first non-empty line of a generation, without numbering, labels or wrapping quotes."""
+    for line in text.strip().splitlines():
+        line = _NUMBERING.sub("", line).strip().strip('"“”\'').strip()
+        if line:
+            return line
+    return ""
+
+
+def accept_paraphrases(candidates: Iterable[str], question: str, aliases: list[str], existing: list[str],
+                       k: int) -> list[str]:
+    """Up to ``k`` new paraphrases from ``candidates``: distinct after normalisation from the question and from
+    ``existing``, at least three words, and not containing the answer."""
+    seen = {normalize(question), *(normalize(p) for p in existing)}
+    kept: list[str] = []
+    for candidate in candidates:
+        text = clean_generation(candidate)
+        folded = normalize(text)
+        if len(kept) >= k:
+            break
+        if len(folded.split()) < 3 or folded in seen or (aliases and match_lenient(text, aliases)):
+            continue
+        seen.add(folded)
+        kept.append(text)
+    return kept
+
+
+def load_questions(path: str | Path) -> pa.Table:
+    """Any question source as a table with QUESTIONS_SCHEMA's columns (missing ones filled with neutral values)."""
+    source = Path(path)
+    if source.is_dir():
+        source = source / "questions.parquet"
+    if source.suffix == ".parquet":
+        table = read_parquet(source)
+        if "question" not in table.column_names:
+            raise InputError(f"{source}: no 'question' column")
+        rows = table.to_pylist()
+    elif source.suffix in (".jsonl", ".txt"):
+        if not source.is_file():
+            raise InputError(f"{source}: file not found")
+        rows = []
+        for number, line in enumerate(source.read_text("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            if source.suffix == ".txt":
+                rows.append({"question": line.strip()})
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{source}: line {number} is not JSON ({err.msg})") from err
+            if not isinstance(record, dict) or not str(record.get("question", "")).strip():
+                raise InputError(f"{source}: line {number} has no \"question\"")
+            rows.append(record)
+    else:
+        raise InputError(f"{source}: expected a questions.parquet, a run folder, a .jsonl or a .txt file")
+    if not rows:
+        raise InputError(f"{source}: no questions")
+    filled = []
+    for index, row in enumerate(rows):
+        answer = str(row.get("answer") or "")
+        aliases = [a for a in (row.get("aliases") or ([answer] if answer else [])) if a]
+        filled.append({
+            "id": str(row.get("id") or f"q/{index}"), "subject": str(row.get("subject") or ""),
+            "relation": str(row.get("relation") or "custom"), "object": str(row.get("object") or ""),
+            "question": str(row["question"]), "answer": answer, "aliases": aliases,
+            "bucket": str(row.get("bucket") or ""), "popularity": int(row.get("popularity") or 0),
+            "relation_domain": str(row.get("relation_domain") or "undefined"),
+            "template_id": str(row.get("template_id") or ""), "paraphrases": list(row.get("paraphrases") or []),
+        })
+    return pa.Table.from_pylist(filled, schema=QUESTIONS_SCHEMA)
+
+
+def _prompt_ids(loaded, config: ParaphraseConfig, question: str):
+    text = config.prompt.format(question=question)
+    if loaded.chat:
+        return loaded.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    return loaded.tokenizer(text + "\n", return_tensors="pt")
+
+
+def paraphrase_questions(config: ParaphraseConfig) -> Path:
+    """Write ``questions.parquet`` with ``paraphrases`` extended by model paraphrases into ``config.out``."""
+    import torch
+
+    from knowpack.models import load_model, resolve_model
+
+    table = load_questions(config.questions)
+    source = Path(config.questions)
+    source_file = source / "questions.parquet" if source.is_dir() else source
+    _, fingerprint, _ = resolve_model(config.model)
+    run = open_run(config.out, "paraphrase", config, {"questions": source_file}, extra_key={"model": fingerprint},
+                   overwrite=config.overwrite)
+    if run.complete:
+        return run.path
+    loaded = load_model(config.model, device=config.device)
+    tokenizer = loaded.tokenizer
+    rows = table.to_pylist()
+    produced = 0
+    for index, row in enumerate(tqdm(rows, desc="paraphrasing", unit="q", disable=not config.progress)):
+        existing = row["paraphrases"] if config.keep_existing else []
+        new: list[str] = []
+        inputs = _prompt_ids(loaded, config, row["question"]).to(loaded.device)
+        prompt_length = inputs["input_ids"].shape[1]
+        for round_index in range(config.rounds):
+            torch.manual_seed(config.seed * 1_000_003 + index * 101 + round_index)
+            with torch.no_grad():
+                output = loaded.model.generate(
+                    **inputs, do_sample=True, temperature=config.temperature, top_p=config.top_p,
+                    max_new_tokens=config.max_new_tokens, num_return_sequences=config.samples_per_round,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            texts = tokenizer.batch_decode(output[:, prompt_length:], skip_special_tokens=True)
+            new += accept_paraphrases(texts, row["question"], row["aliases"], existing + new, config.k - len(new))
+            if len(new) >= config.k:
+                break
+        row["paraphrases"] = existing + new
+        produced += len(new)
+    write_parquet(run.file("questions.parquet"), pa.Table.from_pylist(rows, schema=QUESTIONS_SCHEMA))
+    run.finish(["questions.parquet"], paraphrases_added=produced, questions=len(rows))
+    return run.path

@@ -1,0 +1,455 @@
+"""Batched generation that computes each few-shot prefix once and shares it across the whole batch.
+
+In knowledge probing every question under one prompt set shares the same ~150-token few-shot prefix and differs
+only in ~20 question tokens, yet plain ``model.generate`` recomputes (and copies into every row's KV cache) the
+full prompt for every question. This engine:
+
+* runs the prefix once per (prompt set, adapter) and keeps its keys/values as ONE shared tensor;
+* runs the questions' suffixes in a batch whose rows attend to the shared prefix (never copied per row) plus
+  their own tokens, through an attention function registered with transformers' ``AttentionInterface`` — so
+  the model's own projections, norms, rotary embeddings and peft LoRA layers do the rest, for any decoder whose
+  layers route attention through that interface;
+* gives every suffix token its true position (prefix length + index), so the result is the same computation as
+  the unpadded prompt: greedy answers equal ``model.generate``'s;
+* sorts suffixes by length, stops each row at the end of its answer (end-of-sequence/turn, or a newline after
+  the answer began) and drops finished rows from the batch;
+* runs the greedy answer and N samples of a prompt from one suffix pass (rows are forked after it);
+* mixes several LoRA adapters of one base model in one batch (peft ``adapter_names``), each with its own prefix.
+
+Sampling is seeded per (prompt, sample): each sampled token comes from one counter-based uniform number, so an
+answer does not depend on batch size or on what else is in the batch (resumed runs draw the same answers).
+Attention runs in float32 (scores, softmax, weighted sum) with keys/values kept in the model's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import AttentionInterface
+
+from knowpack.errors import InputError
+
+ATTENTION_NAME = "knowpack_shared_prefix"
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in adapter_names
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Decoding settings; all of them change answers, so all are part of the response store's key."""
+
+    max_new_tokens: int = 24
+    n_samples: int = 0
+    temperature: float = 0.5
+    stop_at_newline: bool = True
+    min_new_tokens: int = 0  # no stop before this many tokens (benchmarks force a fixed length)
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1 or self.n_samples < 0 or self.min_new_tokens > self.max_new_tokens:
+            raise InputError(f"decoding settings {self}: need max_new_tokens ≥ 1, n_samples ≥ 0, min ≤ max")
+        if self.n_samples and not self.temperature > 0:
+            raise InputError(f"temperature {self.temperature}: sampling needs a temperature > 0")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One prompt to answer: shared prefix, own suffix, adapter (None = base model), 63-bit sampling seed."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+    adapter: str | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Generation:
+    tokens: tuple[int, ...]  # generated ids, the stop token included
+    stopped: bool  # ended at a stop token (else at max_new_tokens)
+
+
+# ---------------------------------------------------------------- stop rule
+
+
+class StopRule:
+    """Which generated tokens end an answer: end-of-sequence/turn ids always; with ``stop_at_newline`` also a
+    token containing a newline once the answer has visible text (a leading newline does not end it)."""
+
+    def __init__(self, model, tokenizer, vocab_size: int, stop_at_newline: bool, device: torch.device):
+        eos: set[int] = set()
+        for source in (getattr(model, "generation_config", None), tokenizer):
+            ids = getattr(source, "eos_token_id", None)
+            if ids is not None:
+                eos.update([ids] if isinstance(ids, int) else ids)
+        self.eos_ids = sorted(eos)
+        texts = tokenizer.batch_decode([[i] for i in range(min(vocab_size, len(tokenizer)))])
+        texts += [""] * (vocab_size - len(texts))
+        self.is_eos = torch.zeros(vocab_size, dtype=torch.bool)
+        self.is_eos[[i for i in self.eos_ids if i < vocab_size]] = True
+        newline = [stop_at_newline and "\n" in t for t in texts]
+        self.has_newline = torch.tensor(newline, dtype=torch.bool)
+        self.visible = torch.tensor([bool(t.strip()) for t in texts], dtype=torch.bool)
+        self.visible_before_newline = torch.tensor(
+            [nl and bool(t.split("\n", 1)[0].strip()) for t, nl in zip(texts, newline)], dtype=torch.bool
+        )
+        for name in ("is_eos", "has_newline", "visible", "visible_before_newline"):
+            setattr(self, name, getattr(self, name).to(device))
+
+    def step(self, tokens: torch.Tensor, seen_visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stops, seen_visible after these tokens) for one generated token per row."""
+        stops = self.is_eos[tokens] | (
+            self.has_newline[tokens] & (seen_visible | self.visible_before_newline[tokens])
+        )
+        return stops, seen_visible | self.visible[tokens]
+
+
+# ---------------------------------------------------------------- shared-prefix attention
+
+
+class _BatchState:
+    """Per-batch attention state: the shared prefixes' keys/values and each row's own keys/values.
+
+    Row storage is left-padded: row r's tokens sit in slots ``pad[r]:``; new tokens are written at the common
+    slot ``length`` for all rows. Rows are sorted by prefix group, ``groups`` lists (start, end, group index).
+    """
+
+    def __init__(self, pad: torch.Tensor, capacity: int, prefix_len: int,
+                 prefix_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] | None,
+                 groups: list[tuple[int, int, int]]):
+        self.pad = pad
+        self.capacity = capacity
+        self.prefix_len = prefix_len
+        self.prefix_kv = prefix_kv or {}
+        self.groups = groups
+        self.length = 0
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+        self.mask: torch.Tensor | None = None
+        self.query_len = 0
+        self.max_position = 0
+
+    def begin(self, query_len: int, max_position: int) -> None:
+        """Prepare the mask for a forward pass that adds ``query_len`` tokens to every row."""
+        if self.length + query_len > self.capacity:
+            raise RuntimeError("batch state capacity exceeded")
+        total = self.length + query_len
+        key_slot = torch.arange(total, device=self.pad.device)
+        query_slot = torch.arange(self.length, total, device=self.pad.device)
+        causal = key_slot[None, :] <= query_slot[:, None]
+        own = (key_slot[None, None, :] >= self.pad[:, None, None]) | (key_slot[None, :] == query_slot[:, None])[None]
+        self.mask = (own & causal[None])[:, None, None]  # (rows, 1, 1, query, key)
+        self.query_len = query_len
+        self.max_position = max_position
+
+    def end(self) -> None:
+        self.length += self.query_len
+
+    def write(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer not in self.keys:
+            rows, heads, _, dim = key.shape
+            self.keys[layer] = key.new_empty(rows, heads, self.capacity, dim)
+            self.values[layer] = value.new_empty(rows, heads, self.capacity, value.shape[-1])
+        end = self.length + self.query_len
+        self.keys[layer][:, :, self.length:end] = key
+        self.values[layer][:, :, self.length:end] = value
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def select(self, index: torch.Tensor, groups: list[tuple[int, int, int]]) -> None:
+        """Keep (or repeat) the rows in ``index``; rows must stay sorted by prefix group."""
+        self.pad = self.pad[index]
+        for store in (self.keys, self.values):
+            for layer in store:
+                store[layer] = store[layer][index]
+        self.groups = groups
+
+
+_ACTIVE: list[_BatchState] = []
+
+
+def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                             softcap=None, sliding_window=None, **kwargs):
+    """Attention of each row's queries over the shared prefix of its group plus the row's own tokens."""
+    state = _ACTIVE[-1]
+    if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
+        raise InputError(f"{type(module).__name__}: attention sinks are not supported by the prefix engine")
+    if sliding_window is not None and state.max_position >= sliding_window:
+        raise InputError(
+            f"prompts reach position {state.max_position}, beyond the model's sliding window {sliding_window}; "
+            "the prefix engine does not implement sliding-window attention"
+        )
+    layer = module.layer_idx
+    keys, values = state.write(layer, key, value)
+    rows, q_heads, q_len, dim = query.shape
+    kv_heads = keys.shape[1]
+    group = q_heads // kv_heads
+    scale = scaling if scaling is not None else dim ** -0.5
+    # (rows, kv_heads, group*q_len, dim): query head h reads kv head h // group, as repeat_kv does.
+    q = query.float().reshape(rows, kv_heads, group * q_len, dim)
+    scores = torch.matmul(q, keys.float().transpose(-1, -2)) * scale
+    scores = scores.view(rows, kv_heads, group, q_len, -1)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.masked_fill(~state.mask, -math.inf).view(rows, kv_heads, group * q_len, -1)
+    prefix = state.prefix_kv.get(layer)
+    if prefix is None:
+        probs = torch.softmax(scores, dim=-1)
+        out = torch.matmul(probs, values.float())
+    else:
+        prefix_keys, prefix_values = prefix  # (groups, kv_heads, prefix_len, dim), float32
+        prefix_scores = torch.empty(rows, kv_heads, group * q_len, state.prefix_len, device=q.device)
+        for start, end, g in state.groups:
+            block = q[start:end].transpose(0, 1).reshape(kv_heads, -1, dim)
+            s = torch.matmul(block, prefix_keys[g].transpose(-1, -2)) * scale
+            prefix_scores[start:end] = s.view(kv_heads, end - start, group * q_len, -1).transpose(0, 1)
+        if softcap is not None:
+            prefix_scores = torch.tanh(prefix_scores / softcap) * softcap
+        probs = torch.softmax(torch.cat([prefix_scores, scores], dim=-1), dim=-1)
+        out = torch.matmul(probs[..., state.prefix_len:], values.float())
+        prefix_probs = probs[..., : state.prefix_len]
+        for start, end, g in state.groups:
+            block = prefix_probs[start:end].transpose(0, 1).reshape(kv_heads, -1, state.prefix_len)
+            part = torch.matmul(block, prefix_values[g]).view(kv_heads, end - start, group * q_len, -1)
+            out[start:end] += part.transpose(0, 1)
+    out = out.view(rows, kv_heads, group, q_len, -1).reshape(rows, q_heads, q_len, -1)
+    return out.transpose(1, 2).to(query.dtype).contiguous(), None
+
+
+AttentionInterface.register(ATTENTION_NAME, _shared_prefix_attention)
+
+
+@contextmanager
+def _prefix_attention(model, state: _BatchState):
+    """Route the model's attention through the shared-prefix function for one forward pass."""
+    configs = [c for c in _all_configs(model.config)]
+    previous = [c._attn_implementation for c in configs]
+    for c in configs:
+        c._attn_implementation = ATTENTION_NAME
+    _ACTIVE.append(state)
+    try:
+        yield
+    finally:
+        _ACTIVE.pop()
+        for c, impl in zip(configs, previous):
+            c._attn_implementation = impl
+
+
+def _all_configs(config) -> Iterator:
+    yield config
+    for name in getattr(config, "sub_configs", {}) or {}:
+        sub = getattr(config, name, None)
+        if sub is not None:
+            yield from _all_configs(sub)
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def sample_uniforms(seeds: Sequence[int], samples: Sequence[int], steps: int) -> np.ndarray:
+    """Uniform numbers in [0, 1), one per (row, step), a pure function of (seed, sample index, step)."""
+    with np.errstate(over="ignore"):
+        base = _splitmix64(np.asarray(seeds, dtype=np.uint64) ^ _splitmix64(np.asarray(samples, dtype=np.uint64)))
+        counters = base[:, None] + np.arange(steps, dtype=np.uint64)[None, :] * np.uint64(0xD1B54A32D192ED03)
+        bits = _splitmix64(counters) >> np.uint64(11)
+    return bits.astype(np.float64) / float(1 << 53)
+
+
+# ---------------------------------------------------------------- engine
+
+
+class PrefixEngine:
+    """Generates answers for many prompts that share few-shot prefixes.
+
+    ``model`` may be a peft model holding several adapters; a job's ``adapter`` names one of them (None = the
+    base model). ``batch_size`` counts generated sequences (a prompt with N samples takes 1 + N rows).
+    """
+
+    def __init__(self, model, tokenizer, decoding: Decoding, batch_size: int = 64):
+        decoding.validate()
+        self.model = model
+        self.decoding = decoding
+        self.batch_size = max(1, batch_size)
+        self.device = next(model.parameters()).device
+        vocab = model.get_output_embeddings().weight.shape[0]
+        self.stop = StopRule(model, tokenizer, vocab, decoding.stop_at_newline, self.device)
+        self.uses_adapters = hasattr(model, "peft_config")
+        self._prefix_cache: dict[tuple[tuple[int, ...], str | None], dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._cached_prefix: tuple[int, ...] | None = None
+
+    def batches(self, jobs: Sequence[Job]) -> list[list[int]]:
+        """Job indices grouped by prefix, sorted by suffix length, cut to the batch size."""
+        per_job = 1 + self.decoding.n_samples
+        size = max(1, self.batch_size // per_job)
+        by_prefix: dict[tuple[int, ...], list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_prefix.setdefault(job.prefix, []).append(i)
+        out = []
+        for indices in by_prefix.values():
+            indices.sort(key=lambda i: (len(jobs[i].suffix), jobs[i].adapter or ""))
+            out.extend(indices[k:k + size] for k in range(0, len(indices), size))
+        return out
+
+    def generate(self, jobs: Sequence[Job]) -> Iterator[tuple[list[int], list[list[Generation]]]]:
+        """Yield (job indices, generations per job: greedy first, then the samples) batch by batch."""
+        for batch in self.batches(jobs):
+            yield batch, self.generate_batch([jobs[i] for i in batch])
+
+    @torch.inference_mode()
+    def generate_batch(self, jobs: Sequence[Job]) -> list[list[Generation]]:
+        """Answer jobs that share one prefix (they may use different adapters)."""
+        prefix = jobs[0].prefix
+        if any(job.prefix != prefix for job in jobs):
+            raise ValueError("generate_batch needs jobs with one shared prefix")
+        if not self.uses_adapters and any(job.adapter is not None for job in jobs):
+            raise ValueError("jobs name adapters but the model holds none")
+        order = sorted(range(len(jobs)), key=lambda i: jobs[i].adapter or "")
+        jobs = [jobs[i] for i in order]
+        adapters = sorted({job.adapter for job in jobs}, key=lambda a: a or "")
+        prefix_kv = self._prefix_kv(prefix, adapters)
+        group_of = [adapters.index(job.adapter) for job in jobs]
+        decoding = self.decoding
+        device = self.device
+        prefix_len = len(prefix)
+
+        # --- suffix pass: left-padded rows, true positions after the prefix
+        lengths = torch.tensor([len(job.suffix) for job in jobs], device=device)
+        width = int(lengths.max())
+        ids = torch.zeros(len(jobs), width, dtype=torch.long)
+        for r, job in enumerate(jobs):
+            ids[r, width - len(job.suffix):] = torch.tensor(job.suffix)
+        pad = width - lengths
+        slots = torch.arange(width, device=device)
+        positions = (prefix_len + slots[None, :] - pad[:, None]).clamp(min=prefix_len)
+        state = _BatchState(pad, width + decoding.max_new_tokens, prefix_len, prefix_kv, _slices(group_of))
+        logits = self._forward(state, ids.to(device), positions, [jobs[r].adapter for r in range(len(jobs))],
+                               prefix_len + width + decoding.max_new_tokens)
+
+        # --- fork rows: greedy + samples per job
+        per_job = 1 + decoding.n_samples
+        row_job = [r for r in range(len(jobs)) for _ in range(per_job)]
+        row_sample = [s for _ in range(len(jobs)) for s in range(per_job)]
+        if per_job > 1:
+            fork = torch.tensor(row_job, device=device)
+            state.select(fork, _slices([group_of[j] for j in row_job]))
+            logits = logits[fork]
+            lengths = lengths[fork]
+        uniforms = torch.from_numpy(
+            sample_uniforms([jobs[j].seed for j in row_job], row_sample, decoding.max_new_tokens)
+        ).to(device=device, dtype=torch.float32)
+        is_sample = torch.tensor([s > 0 for s in row_sample], device=device)
+
+        n_rows = len(row_job)
+        tokens = torch.zeros(n_rows, decoding.max_new_tokens, dtype=torch.long, device=device)
+        stop_at = torch.full((n_rows,), -1, dtype=torch.long, device=device)
+        active = torch.arange(n_rows, device=device)  # original row of each live row
+        active_list = list(range(n_rows))
+        seen_visible = torch.zeros(n_rows, dtype=torch.bool, device=device)
+        for step in range(decoding.max_new_tokens):
+            next_tokens = self._choose(logits[:, -1], is_sample[active], uniforms[active, step])
+            tokens[active, step] = next_tokens
+            if step + 1 < decoding.min_new_tokens:
+                finished = torch.zeros_like(next_tokens, dtype=torch.bool)
+                _, seen = self.stop.step(next_tokens, seen_visible[active])
+            else:
+                finished, seen = self.stop.step(next_tokens, seen_visible[active])
+            seen_visible[active] = seen
+            stop_at[active[finished]] = step
+            if step + 1 == decoding.max_new_tokens:
+                break
+            done = finished.tolist()
+            if all(done):
+                break
+            if any(done):
+                keep = [i for i, d in enumerate(done) if not d]
+                keep_t = torch.tensor(keep, device=device)
+                active_list = [active_list[i] for i in keep]
+                active = active[keep_t]
+                next_tokens = next_tokens[keep_t]
+                state.select(keep_t, _slices([group_of[row_job[r]] for r in active_list]))
+            positions = (prefix_len + lengths[active] + step)[:, None]
+            logits = self._forward(state, next_tokens[:, None], positions,
+                                   [jobs[row_job[r]].adapter for r in active_list],
+                                   prefix_len + width + decoding.max_new_tokens)
+
+        tokens_cpu = tokens.cpu().tolist()
+        stops = stop_at.cpu().tolist()
+        results: list[list[Generation]] = [[] for _ in jobs]
+        for row, job_index in enumerate(row_job):
+            end = stops[row] + 1 if stops[row] >= 0 else decoding.max_new_tokens
+            results[job_index].append(Generation(tuple(tokens_cpu[row][:end]), stops[row] >= 0))
+        restored: list[list[Generation]] = [[] for _ in jobs]
+        for sorted_pos, original in enumerate(order):
+            restored[original] = results[sorted_pos]
+        return restored
+
+    def _choose(self, logits: torch.Tensor, is_sample: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """Greedy argmax, or inverse-CDF sampling at the temperature for sample rows."""
+        chosen = torch.argmax(logits, dim=-1)
+        if self.decoding.n_samples:
+            rows = is_sample.nonzero().squeeze(1)
+            if rows.numel():
+                probs = torch.softmax(logits[rows].float() / self.decoding.temperature, dim=-1)
+                cdf = torch.cumsum(probs, dim=-1)
+                target = (uniforms[rows] * cdf[:, -1])[:, None]
+                picked = torch.searchsorted(cdf, target).squeeze(1).clamp(max=logits.shape[-1] - 1)
+                chosen[rows] = picked
+        return chosen
+
+    def _forward(self, state: _BatchState, ids: torch.Tensor, positions: torch.Tensor,
+                 adapters: list[str | None], max_position: int) -> torch.Tensor:
+        state.begin(ids.shape[1], max_position)
+        extra = {}
+        if self.uses_adapters:
+            extra["adapter_names"] = [a if a is not None else BASE_ADAPTER for a in adapters]
+        with _prefix_attention(self.model, state):
+            out = self.model(input_ids=ids, position_ids=positions, use_cache=False, logits_to_keep=1, **extra)
+        state.end()
+        return out.logits
+
+    def _prefix_kv(self, prefix: tuple[int, ...], adapters: list[str | None]):
+        """Shared keys/values of ``prefix`` per adapter, stacked in ``adapters`` order (computed once each)."""
+        if prefix != self._cached_prefix:
+            self._prefix_cache.clear()
+            self._cached_prefix = prefix
+        missing = [a for a in adapters if (prefix, a) not in self._prefix_cache]
+        if missing and prefix:
+            rows = len(missing)
+            state = _BatchState(torch.zeros(rows, dtype=torch.long, device=self.device), len(prefix), 0, None,
+                                [(0, rows, 0)])
+            ids = torch.tensor([prefix] * rows, device=self.device)
+            positions = torch.arange(len(prefix), device=self.device)[None].expand(rows, -1)
+            self._forward(state, ids, positions, missing, len(prefix))
+            for r, adapter in enumerate(missing):
+                self._prefix_cache[(prefix, adapter)] = {
+                    layer: (state.keys[layer][r].float(), state.values[layer][r].float()) for layer in state.keys
+                }
+        if not prefix:
+            return None
+        layers = self._prefix_cache[(prefix, adapters[0])].keys()
+        return {
+            layer: (
+                torch.stack([self._prefix_cache[(prefix, a)][layer][0] for a in adapters]),
+                torch.stack([self._prefix_cache[(prefix, a)][layer][1] for a in adapters]),
+            )
+            for layer in layers
+        }
+
+
+def _slices(groups: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Contiguous runs of equal group index: [(start, end, group)]."""
+    out: list[tuple[int, int, int]] = []
+    for i, g in enumerate(groups):
+        if out and out[-1][2] == g:
+            out[-1] = (out[-1][0], i + 1, g)
+        else:
+            out.append((i, i + 1, g))
+    return out

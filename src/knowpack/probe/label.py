@@ -1,0 +1,425 @@
+"""SliCK knowledge categories for every question, for a base model and any number of its LoRA adapters.
+
+``label(config)`` loads the model and labels one target; ``label_loaded(loaded, config, targets)`` labels several
+targets (the base model and/or adapters of it) in one pass over the questions, so an epoch sweep is labelled
+without reloading the 8B base model. Each target gets its own label folder (``responses.parquet``,
+``labels.parquet``, manifest); raw generations go to a response store (``OUT/store`` unless ``store`` names a
+shared one) from which an interrupted run resumes.
+
+Per question and prompt set (n_prompts, SliCK: 10): one greedy answer and ``n_samples`` answers at
+``temperature`` (SliCK: 16 at 0.5). Categories: HighlyKnown = greedy right under every prompt; MaybeKnown = under
+some; WeaklyKnown = greedy never, a sample sometimes; Unknown = never. "Right" is ``knowpack.text.match_lenient``
+(the study's containment rule, on word boundaries) or ``match_strict``; both are stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from knowpack.errors import InputError
+from knowpack.models import LoadedModel, load_model
+from knowpack.probe.engine import Decoding, Job, PrefixEngine
+from knowpack.probe.prompts import PromptSet, PromptSettings, pool_fingerprint
+from knowpack.probe.store import ResponseStore, item_key
+from knowpack.runfolder import atomic_path, open_run, read_parquet, sha256_file, write_parquet
+from knowpack.text import extract_answer, match_lenient, match_strict, normalized_aliases
+
+NOT_RESULT = {"affects_results": False}
+CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+RESPONSES_SCHEMA = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("prompt_id", pa.int16()),
+        ("sample_id", pa.int16()),
+        ("answer", pa.string()),
+        ("correct_lenient", pa.bool_()),
+        ("correct_strict", pa.bool_()),
+    ]
+)
+LABELS_SCHEMA = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("p_greedy", pa.float64()),
+        ("p_sample", pa.float64()),
+        ("p_greedy_strict", pa.float64()),
+        ("p_sample_strict", pa.float64()),
+        ("category", pa.string()),
+        ("category_strict", pa.string()),
+    ]
+)
+ENCODE_ROWS = 4096  # questions rendered and tokenised at a time (bounds memory for large question sets)
+
+
+@dataclass
+class LabelConfig:
+    """Settings of a labelling run. Adapter and questions enter the run key through their fingerprints (adapter
+    file sha256, questions file sha256), not their paths; the model through its spec and weights fingerprint."""
+
+    model: str = "smollm2-135m"
+    questions: Path = field(default=Path("questions.parquet"), metadata=NOT_RESULT)
+    out: Path = field(default=Path("labels"), metadata=NOT_RESULT)
+    adapter: Path | None = field(default=None, metadata=NOT_RESULT)
+    n_prompts: int = 10
+    shots: int = 4
+    exemplars: str = "pool"  # "pool" (the study) or "same-relation" (SliCK)
+    exemplar_seed: int = 0
+    n_samples: int = 16
+    temperature: float = 0.5
+    sample_seed: int = 0
+    chat: bool | None = None  # None: the model's default (its chat template when it has one)
+    max_new_tokens: int = 24
+    stop_at_newline: bool = True
+    dtype: str | None = None
+    device: str | None = field(default=None, metadata=NOT_RESULT)
+    batch_size: int = field(default=64, metadata=NOT_RESULT)
+    store: Path | None = field(default=None, metadata=NOT_RESULT)
+    overwrite: bool = field(default=False, metadata=NOT_RESULT)
+    progress: bool = field(default=True, metadata=NOT_RESULT)
+
+    def decoding(self) -> Decoding:
+        return Decoding(self.max_new_tokens, self.n_samples, self.temperature, self.stop_at_newline)
+
+
+@dataclass(frozen=True)
+class LabelTarget:
+    """One thing to label with the loaded base model: the base itself (adapter None) or a LoRA adapter folder."""
+
+    out: Path
+    adapter: Path | None = None
+
+
+@dataclass
+class Questions:
+    ids: list[str]
+    questions: list[str]
+    aliases: list[list[str]]
+    relations: list[str] | None
+    answers: list[str] | None
+
+
+def label(config: LabelConfig) -> Path:
+    """Label the questions with ``config.model`` (and ``config.adapter``); returns the label folder."""
+    loaded = load_model(config.model, device=config.device, dtype=config.dtype)
+    return label_loaded(loaded, config, [LabelTarget(Path(config.out), config.adapter)])[0]
+
+
+def label_loaded(loaded: LoadedModel, config: LabelConfig, targets: Sequence[LabelTarget]) -> list[Path]:
+    """Label several targets of one loaded base model in one pass; returns their label folders (in order).
+
+    ``config.model``, ``config.adapter`` and ``config.out`` are ignored here: the model is ``loaded`` and each
+    target names its adapter and folder. Complete folders are skipped; incomplete ones resume from the store.
+    """
+    if len({Path(t.out).resolve() for t in targets}) != len(targets):
+        raise InputError("label targets: two targets write the same folder")
+    questions = read_questions(Path(config.questions), need_relations=config.exemplars == "same-relation")
+    chat = loaded.chat if config.chat is None else config.chat
+    if chat and loaded.tokenizer.chat_template is None:
+        raise InputError(f"{loaded.spec}: has no chat template; label it with chat off (--no-chat)")
+    settings = PromptSettings(config.n_prompts, config.shots, config.exemplars, config.exemplar_seed, chat)
+    decoding = config.decoding()
+    decoding.validate()
+    prompts = PromptSet(loaded.tokenizer, settings, questions.questions, questions.relations, questions.answers)
+    dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+
+    pending: list[_Pending] = []
+    for index, target in enumerate(targets):
+        adapter_fp = None
+        inputs = {"questions": Path(config.questions)}
+        if target.adapter is not None:
+            adapter_fp = check_adapter(Path(target.adapter), loaded)
+            inputs["adapter_weights"] = Path(target.adapter) / "adapter_model.safetensors"
+        scope = {
+            "model": loaded.fingerprint,
+            "adapter": adapter_fp,
+            "dtype": dtype,
+            "prompts": settings.fingerprint(),
+            "decoding": dataclasses.asdict(decoding),
+            "sample_seed": config.sample_seed,
+        }
+        resolved = dataclasses.replace(config, model=loaded.spec, adapter=target.adapter, out=Path(target.out),
+                                       chat=chat)
+        run = open_run(target.out, "label", resolved, inputs, overwrite=config.overwrite,
+                       extra_key={"model_fingerprint": loaded.fingerprint, "adapter_fingerprint": adapter_fp,
+                                  "dtype": dtype, "exemplar_pool": pool_fingerprint()})
+        if run.complete:
+            continue
+        run.note(model=loaded.spec, adapter=str(target.adapter) if target.adapter else None)
+        store = ResponseStore(Path(config.store) if config.store else Path(target.out) / "store", scope)
+        pending.append(_Pending(run, store, f"knowpack_{index}" if target.adapter else None, target.adapter))
+
+    if pending:
+        expected = _generate(loaded, config, prompts, questions, decoding, pending)
+        for item in pending:
+            _write_outputs(item, loaded.tokenizer, questions, expected, config.n_prompts, decoding.n_samples)
+    return [Path(t.out) for t in targets]
+
+
+# ---------------------------------------------------------------- questions and adapters
+
+
+def read_questions(path: Path, need_relations: bool) -> Questions:
+    """Read and check the questions file (kg stage's ``questions.parquet`` contract)."""
+    required = ["id", "question", "aliases"] + (["relation", "answer"] if need_relations else [])
+    table = read_parquet(path)
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    if table.num_rows == 0:
+        raise InputError(f"{path}: holds no questions")
+    cols = table.select(required).to_pydict()
+    ids = [str(i) if i is not None else "" for i in cols["id"]]
+    seen: set[str] = set()
+    for row, qid in enumerate(ids):
+        if not qid:
+            raise InputError(f"{path}: row {row} has an empty id")
+        if qid in seen:
+            raise InputError(f"{path}: question id {qid!r} occurs more than once")
+        seen.add(qid)
+        if not (cols["question"][row] or "").strip():
+            raise InputError(f"{path}: question {qid!r} has empty question text")
+        if not normalized_aliases(cols["aliases"][row] or []):
+            raise InputError(f"{path}: question {qid!r} has no non-empty answer alias")
+        if need_relations and not (cols["answer"][row] or "").strip():
+            raise InputError(f"{path}: question {qid!r} has an empty answer")
+    return Questions(
+        ids,
+        list(cols["question"]),
+        [list(a) for a in cols["aliases"]],
+        [str(r) for r in cols["relation"]] if need_relations else None,
+        list(cols["answer"]) if need_relations else None,
+    )
+
+
+def check_adapter(folder: Path, loaded: LoadedModel) -> str:
+    """Refuse an adapter trained on another base model (module names and LoRA shapes must fit); return its
+    fingerprint (sha256 of its weights and its config, which holds the scaling)."""
+    from safetensors import safe_open
+
+    weights = folder / "adapter_model.safetensors"
+    config_path = folder / "adapter_config.json"
+    if not weights.is_file() or not config_path.is_file():
+        raise InputError(f"{folder}: not a LoRA adapter folder (needs adapter_model.safetensors and adapter_config.json)")
+    try:
+        adapter_config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{config_path}: not valid JSON ({err})") from err
+    if adapter_config.get("peft_type", "LORA") != "LORA":
+        raise InputError(f"{folder}: a {adapter_config.get('peft_type')} adapter; only LoRA adapters are supported")
+    run_manifest = folder.parent.parent / "manifest.json"  # a training run's epochs/epoch_NN/ folder
+    if run_manifest.is_file():
+        trained_on = json.loads(run_manifest.read_text()).get("extra_key", {}).get("model")
+        if trained_on and trained_on != loaded.fingerprint:
+            raise InputError(f"{folder}: trained on model {trained_on}, but the loaded model is {loaded.fingerprint}")
+    base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
+    modules = dict(base.named_modules())
+    with safe_open(str(weights), framework="pt") as handle:
+        for name in handle.keys():
+            if ".lora_A." not in name and ".lora_B." not in name:
+                continue
+            module_name = name.split(".lora_")[0].removeprefix("base_model.model.")
+            module = modules.get(module_name)
+            if module is None:
+                raise InputError(f"{folder}: trained on another base model ({module_name} is not a module of {loaded.spec})")
+            shape = handle.get_slice(name).get_shape()
+            in_features = getattr(module, "in_features", None)
+            out_features = getattr(module, "out_features", None)
+            fits = shape[1] == in_features if ".lora_A." in name else shape[0] == out_features
+            if not fits:
+                raise InputError(
+                    f"{folder}: trained on another base model ({name} has shape {list(shape)}, "
+                    f"{module_name} is {in_features}→{out_features} in {loaded.spec})"
+                )
+    digest = hashlib.sha256(sha256_file(weights).encode() + b"|" + sha256_file(config_path).encode())
+    return digest.hexdigest()
+
+
+@contextmanager
+def attached_adapters(model, adapters: dict[str, Path]) -> Iterator:
+    """The model with ``adapters`` (name → folder) loaded as peft adapters; the model is restored afterwards."""
+    if not adapters:
+        yield model
+        return
+    from peft import PeftModel
+
+    names = list(adapters)
+    if isinstance(model, PeftModel):
+        for name in names:
+            model.load_adapter(str(adapters[name]), adapter_name=name, is_trainable=False)
+        try:
+            yield model
+        finally:
+            for name in names:
+                model.delete_adapter(name)
+        return
+    peft_model = PeftModel.from_pretrained(model, str(adapters[names[0]]), adapter_name=names[0], is_trainable=False)
+    try:
+        for name in names[1:]:
+            peft_model.load_adapter(str(adapters[name]), adapter_name=name, is_trainable=False)
+        peft_model.eval()
+        yield peft_model
+    finally:
+        peft_model.unload()
+
+
+# ---------------------------------------------------------------- generation
+
+
+@dataclass
+class _Pending:
+    run: object
+    store: ResponseStore
+    adapter_name: str | None
+    adapter: Path | None
+
+
+def _job_seed(sample_seed: int, question_id: str, prompt_id: int) -> int:
+    digest = hashlib.sha256(f"{sample_seed}|{question_id}|{prompt_id}".encode()).hexdigest()
+    return int(digest[:15], 16)
+
+
+def _generate(loaded: LoadedModel, config: LabelConfig, prompts: PromptSet, questions: Questions,
+              decoding: Decoding, pending: list[_Pending]) -> np.ndarray:
+    """Generate every missing answer into the stores; return the expected prompt hashes (rows × prompts)."""
+    n_rows = len(questions.ids)
+    expected = np.empty((n_rows, config.n_prompts), dtype=object)
+    done = [item.store.done_keys() for item in pending]
+    todo = 0
+    for prompt_id in range(config.n_prompts):
+        for start in range(0, n_rows, ENCODE_ROWS):
+            rows = range(start, min(start + ENCODE_ROWS, n_rows))
+            for row, sha in zip(rows, prompts.shas(prompt_id, rows)):
+                expected[row, prompt_id] = sha
+                key = item_key(questions.ids[row], prompt_id, sha)
+                todo += sum(key not in d for d in done)
+    if not todo:
+        return expected
+
+    order = list(range(n_rows))
+    if questions.relations is not None:  # same-relation prompts: keep a relation's shared prefixes together
+        order.sort(key=lambda r: questions.relations[r])
+    tokenizer = loaded.tokenizer
+    adapters = {item.adapter_name: Path(item.adapter) for item in pending if item.adapter_name}
+    bar = tqdm(total=todo, unit="prompt", desc="label", disable=not config.progress, dynamic_ncols=True)
+    try:
+        with attached_adapters(loaded.model, adapters) as model:
+            engine = PrefixEngine(model, tokenizer, decoding, batch_size=config.batch_size)
+            for prompt_id in range(config.n_prompts):
+                for start in range(0, n_rows, ENCODE_ROWS):
+                    chunk = order[start:start + ENCODE_ROWS]
+                    missing = [
+                        row for row in chunk
+                        if any(item_key(questions.ids[row], prompt_id, expected[row, prompt_id]) not in d for d in done)
+                    ]
+                    if not missing:
+                        continue
+                    jobs, owners = [], []
+                    for encoded in prompts.encode(prompt_id, missing):
+                        qid = questions.ids[encoded.row]
+                        key = item_key(qid, prompt_id, encoded.prompt_sha)
+                        seed = _job_seed(config.sample_seed, qid, prompt_id)
+                        for target, item in enumerate(pending):
+                            if key not in done[target]:
+                                jobs.append(Job(encoded.prefix, encoded.suffix, item.adapter_name, seed))
+                                owners.append((target, qid, encoded.prompt_sha))
+                    for indices, generations in engine.generate(jobs):
+                        for index, gens in zip(indices, generations):
+                            target, qid, sha = owners[index]
+                            texts = tokenizer.batch_decode([g.tokens for g in gens], skip_special_tokens=True)
+                            pending[target].store.add(
+                                qid, prompt_id, sha,
+                                [(text, len(g.tokens), g.stopped) for text, g in zip(texts, gens)],
+                            )
+                        bar.update(len(indices))
+    finally:
+        bar.close()
+        for item in pending:
+            item.store.flush()
+    return expected
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def _category(greedy_right: np.ndarray, sample_right: np.ndarray) -> list[str]:
+    """SliCK category per question from greedy hits (rows × prompts) and sample hit counts (rows)."""
+    out = []
+    for greedy, samples in zip(greedy_right, sample_right):
+        if greedy.all():
+            out.append("HighlyKnown")
+        elif greedy.any():
+            out.append("MaybeKnown")
+        elif samples > 0:
+            out.append("WeaklyKnown")
+        else:
+            out.append("Unknown")
+    return out
+
+
+def _write_outputs(item: _Pending, tokenizer, questions: Questions, expected: np.ndarray, n_prompts: int,
+                   n_samples: int) -> None:
+    """Stream the store into ``responses.parquet`` (matching each answer) and aggregate ``labels.parquet``."""
+    n_rows = len(questions.ids)
+    row_of = {qid: row for row, qid in enumerate(questions.ids)}
+    owner = np.full((n_rows, n_prompts), -1, dtype=np.int64)
+    greedy = {mode: np.zeros((n_rows, n_prompts), dtype=bool) for mode in ("lenient", "strict")}
+    sampled = {mode: np.zeros(n_rows, dtype=np.int64) for mode in ("lenient", "strict")}
+    counts = np.zeros((n_rows, n_prompts), dtype=np.int64)
+    run = item.run
+    with atomic_path(run.file("responses.parquet")) as tmp:
+        with pq.ParquetWriter(tmp, RESPONSES_SCHEMA) as writer:
+            for chunk_index, table in enumerate(item.store.iter_tables()):
+                cols = table.to_pydict()
+                out = {name: [] for name in RESPONSES_SCHEMA.names}
+                for qid, pid, sample, sha, text in zip(cols["question_id"], cols["prompt_id"], cols["sample_id"],
+                                                       cols["prompt_sha"], cols["generated"]):
+                    row = row_of.get(qid)
+                    if row is None or pid >= n_prompts or expected[row, pid] != sha:
+                        continue  # another question set's answer in a shared store
+                    if owner[row, pid] not in (-1, chunk_index):
+                        continue  # a duplicate written by a concurrent run: the first chunk wins
+                    owner[row, pid] = chunk_index
+                    counts[row, pid] += 1
+                    answer = extract_answer(text)
+                    lenient = match_lenient(answer, questions.aliases[row])
+                    strict = match_strict(answer, questions.aliases[row])
+                    if sample == 0:
+                        greedy["lenient"][row, pid] = lenient
+                        greedy["strict"][row, pid] = strict
+                    else:
+                        sampled["lenient"][row] += lenient
+                        sampled["strict"][row] += strict
+                    for name, value in zip(RESPONSES_SCHEMA.names, (qid, pid, sample, answer, lenient, strict)):
+                        out[name].append(value)
+                writer.write_table(pa.Table.from_pydict(out, schema=RESPONSES_SCHEMA))
+    incomplete = np.argwhere(counts != 1 + n_samples)
+    if len(incomplete):
+        row, pid = incomplete[0]
+        raise InputError(
+            f"{item.store.dir}: question {questions.ids[row]!r} prompt {pid} has {counts[row, pid]} of "
+            f"{1 + n_samples} answers; the store is damaged, delete it to regenerate"
+        )
+    total_samples = n_prompts * n_samples
+    labels = {
+        "question_id": questions.ids,
+        "p_greedy": greedy["lenient"].mean(axis=1),
+        "p_sample": sampled["lenient"] / total_samples if total_samples else np.full(n_rows, math.nan),
+        "p_greedy_strict": greedy["strict"].mean(axis=1),
+        "p_sample_strict": sampled["strict"] / total_samples if total_samples else np.full(n_rows, math.nan),
+        "category": _category(greedy["lenient"], sampled["lenient"]),
+        "category_strict": _category(greedy["strict"], sampled["strict"]),
+    }
+    write_parquet(run.file("labels.parquet"), pa.Table.from_pydict(labels, schema=LABELS_SCHEMA))
+    counts_by_category = {c: labels["category"].count(c) for c in CATEGORIES}
+    run.finish(["responses.parquet", "labels.parquet"], categories=counts_by_category, store=str(item.store.dir))

@@ -1,0 +1,172 @@
+"""One sweep run on a loaded base model (train, then evaluate), its status on disk, and the sweep index.
+
+Executors only decide *where* a run happens; what a run is lives here, so a run done by the local executor and one
+done by a Ray actor leave identical folders. A run's state is read from its run folders' manifests, never from
+memory: a run is done only when both its training folder and its ``eval/`` folder are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from knowpack.errors import KnowpackError
+from knowpack.runfolder import MANIFEST, write_bytes, write_parquet
+from knowpack.sweep.spec import RunSpec
+
+# Status of a run in sweep.parquet.
+DONE, TRAINED, PARTIAL, PENDING, FAILED = "done", "trained", "partial", "pending", "failed"
+PARAMETER_TYPES = {
+    "unknown": pa.int64(),
+    "mixture": pa.string(),
+    "rank": pa.int64(),
+    "alpha": pa.float64(),
+    "rslora": pa.bool_(),
+    "dropout": pa.float64(),
+    "targets": pa.string(),
+    "loss_on": pa.string(),
+    "lr": pa.float64(),
+    "epochs": pa.int64(),
+    "seed": pa.int64(),
+}
+STATUS_FIELDS = [
+    pa.field("status", pa.string()),
+    pa.field("epochs_done", pa.int64()),
+    pa.field("run_dir", pa.string()),
+    pa.field("eval_dir", pa.string()),
+    pa.field("seconds", pa.float64()),
+    pa.field("error", pa.string()),
+]
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """What every worker needs to do runs: the model to load and where data and outputs live (picklable)."""
+
+    out: Path
+    model: str
+    questions: Path
+    labels: Path
+    device: str | None = None
+    dtype: str | None = None
+    trust_remote_code: bool = False
+
+    def run_dir(self, run: RunSpec) -> Path:
+        return self.out / "runs" / run.run_id
+
+    def load_model(self):
+        from knowpack.models import load_model
+
+        return load_model(self.model, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    status: str
+    seconds: float
+    error: str = ""
+
+
+def execute_run(loaded, job: SweepJob, run: RunSpec) -> RunResult:
+    """Train (resuming from the last complete epoch if the folder holds a half-finished run), then evaluate.
+
+    Any failure is caught and returned, so one bad run does not stop a sweep of many; its traceback goes to
+    ``SWEEP_DIR/logs/<run_id>.log``.
+    """
+    from knowpack.evaluate import EvaluateConfig, evaluate_loaded
+    from knowpack.train import TrainConfig, train_loaded
+
+    started = time.monotonic()
+    run_dir = job.run_dir(run)
+    try:
+        train_config = TrainConfig(
+            labels=job.labels,
+            questions=job.questions,
+            out=run_dir,
+            model=job.model,
+            device=job.device,
+            dtype=job.dtype,
+            extra=tuple(run.extra),
+            **{k: v for k, v in run.params.items() if k != "mixture"},
+            **run.train,
+        )
+        train_loaded(loaded, train_config)
+        evaluate_loaded(loaded, EvaluateConfig(run=run_dir, **run.evaluate))
+    except Exception as err:  # noqa: BLE001 - recorded per run; the sweep goes on with the others
+        log = job.out / "logs" / f"{run.run_id}.log"
+        write_bytes(log, traceback.format_exc().encode())
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if not isinstance(err, KnowpackError):
+            message = f"{type(err).__name__}: {message} (traceback in logs/{run.run_id}.log)"
+        return RunResult(run.run_id, FAILED, time.monotonic() - started, message[:500])
+    return RunResult(run.run_id, run_state(run_dir)[0], time.monotonic() - started)
+
+
+def run_state(run_dir: Path) -> tuple[str, int]:
+    """(status, complete epochs) of a run folder as its manifests say."""
+    train = _manifest(run_dir)
+    if train is None:
+        return PENDING, 0
+    epochs = len([p for p in (run_dir / "epochs").glob("epoch_*") if p.is_dir()])
+    if not train.get("complete"):
+        return PARTIAL, epochs
+    evaluation = _manifest(run_dir / "eval")
+    return (DONE if evaluation and evaluation.get("complete") else TRAINED), epochs
+
+
+def _manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class SweepIndex:
+    """``sweep.parquet``: one row per run (id, grid values, status, paths), rewritten atomically on each change."""
+
+    def __init__(self, job: SweepJob, runs: list[RunSpec], previous: dict[str, RunResult] | None = None):
+        self.path = job.out / "sweep.parquet"
+        self.job = job
+        self.runs = runs
+        self.results: dict[str, RunResult] = dict(previous or {})
+        params = list(runs[0].params) if runs else ["unknown", "mixture"]
+        self.schema = pa.schema(
+            [pa.field("run_id", pa.string())] + [pa.field(p, PARAMETER_TYPES[p]) for p in params] + STATUS_FIELDS
+        )
+
+    def record(self, result: RunResult) -> None:
+        self.results[result.run_id] = result
+        self.write()
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for run in self.runs:
+            run_dir = self.job.run_dir(run)
+            status, epochs = run_state(run_dir)
+            result = self.results.get(run.run_id)
+            failed = result is not None and result.status == FAILED and status != DONE
+            rows.append(
+                {
+                    "run_id": run.run_id,
+                    **run.params,
+                    "status": FAILED if failed else status,
+                    "epochs_done": epochs,
+                    "run_dir": str(run_dir.relative_to(self.job.out)),
+                    "eval_dir": str((run_dir / "eval").relative_to(self.job.out)),
+                    "seconds": result.seconds if result else None,
+                    "error": result.error if failed else "",
+                }
+            )
+        return rows
+
+    def write(self) -> list[dict[str, Any]]:
+        rows = self.rows()
+        write_parquet(self.path, pa.Table.from_pylist(rows, schema=self.schema))
+        return rows

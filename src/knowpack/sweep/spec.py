@@ -1,0 +1,431 @@
+"""sweep.yaml -> a typed ``SweepConfig`` -> the list of runs it stands for, each with a stable id.
+
+A sweep file names the model, the data (existing questions/labels, or how to make them), fixed training and
+evaluation options, and a ``grid``: for each sweepable parameter a value, a list of values or a range. The grid
+expands to the cross product of its values; every run gets an id hashed from everything that shapes its result,
+so the same run keeps its id (and its finished folder) when a grid grows or is reordered.
+
+The YAML is read with ``yaml.safe_load``; any key this module does not know and any value that cannot be a run
+(a negative count, a rank of 0, an unknown loss mask) is a one-line ``InputError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from knowpack.errors import InputError
+from knowpack.runfolder import stable_hash
+from knowpack.train.mixture import EXTRA_KINDS
+
+TOP_LEVEL_KEYS = ("name", "model", "device", "dtype", "trust_remote_code", "data", "train", "evaluate", "grid")
+DATA_KEYS = ("questions", "labels", "make")
+MAKE_KEYS = ("questions", "labels")
+LOSS_MASKS = ("answer", "all")
+TARGET_PRESETS = ("mlp", "attention", "all-linear")
+MIXTURE_RANGE_KEYS = ("kinds", "ratios", "none")
+RANGE_KEYS = ("start", "stop", "step", "num", "log")
+# Keys the sweep fills in itself: setting them in `train:` / `evaluate:` would break the sweep folder layout.
+RESERVED_TRAIN_KEYS = ("labels", "questions", "out", "model", "device", "dtype", "overwrite")
+RESERVED_EVALUATE_KEYS = ("run", "model", "out", "device", "dtype", "overwrite")
+# Options that name files: resolved against the sweep file's folder like the data paths.
+PATH_OPTIONS = {"train": ("extra_pool",), "evaluate": ("benchmarks_dir",)}
+
+
+# ---------------------------------------------------------------- grid parameters
+
+
+def _int_at_least(minimum: int) -> Callable[[str, Any], int]:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"grid.{key}: {value!r} is not a whole number")
+        if value < minimum:
+            raise InputError(f"grid.{key}: {value} must be at least {minimum}")
+        return value
+
+    return check
+
+
+def _positive_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"grid.{key}: {value!r} is not a number")
+    if value <= 0:
+        raise InputError(f"grid.{key}: {value} must be greater than 0")
+    return float(value)
+
+
+def _dropout(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise InputError(f"grid.{key}: {value!r} must be a number in [0, 1)")
+    return float(value)
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"grid.{key}: {value!r} must be true or false")
+    return value
+
+
+def _loss_mask(key: str, value: Any) -> str:
+    if value not in LOSS_MASKS:
+        raise InputError(f"grid.{key}: {value!r} must be one of {', '.join(LOSS_MASKS)}")
+    return value
+
+
+def _targets(key: str, value: Any) -> str:
+    """One choice of target modules: a preset or module names (a list, or a comma-separated string)."""
+    names = value if isinstance(value, list) else str(value).split(",") if isinstance(value, str) else None
+    if names is None or not names or not all(isinstance(n, str) and re.fullmatch(r"[\w.\-]+", n.strip()) for n in names):
+        raise InputError(f"grid.{key}: {value!r} must be {', '.join(TARGET_PRESETS)} or module names")
+    return ",".join(n.strip() for n in names)
+
+
+# Sweepable parameter -> (check of one value, whether a range {start, stop, ...} makes sense for it).
+GRID_PARAMETERS: dict[str, tuple[Callable[[str, Any], Any], bool]] = {
+    "unknown": (_int_at_least(1), True),
+    "rank": (_int_at_least(1), True),
+    "alpha": (_positive_number, True),
+    "rslora": (_flag, False),
+    "dropout": (_dropout, True),
+    "targets": (_targets, False),
+    "loss_on": (_loss_mask, False),
+    "lr": (_positive_number, True),
+    "epochs": (_int_at_least(1), True),
+    "seed": (_int_at_least(0), True),
+}
+GRID_KEYS = ("unknown", "mixtures", *[k for k in GRID_PARAMETERS if k != "unknown"])
+
+
+# ---------------------------------------------------------------- config
+
+
+@dataclass
+class SweepConfig:
+    """A parsed sweep file. Paths are resolved against the YAML file's folder; ``out`` against the caller's."""
+
+    name: str
+    model: str
+    out: Path
+    grid: dict[str, list[Any]]
+    questions: Path | None = None
+    labels: Path | None = None
+    make_questions: dict[str, Any] | None = None
+    make_labels: dict[str, Any] | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    evaluate: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    dtype: str | None = None
+    trust_remote_code: bool = False
+    source: Path | None = None
+
+    def runs(self) -> list[RunSpec]:
+        return expand(self)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One point of the grid: its id, its grid values (``mixture`` as a string) and the stage options."""
+
+    run_id: str
+    params: dict[str, Any]
+    train: dict[str, Any]
+    evaluate: dict[str, Any]
+
+    @property
+    def extra(self) -> list[str]:
+        return mixture_extra(self.params["mixture"])
+
+
+def load_sweep(path: str | Path, out: str | Path | None = None) -> SweepConfig:
+    """Read and check a sweep file; ``out`` (default ``runs/<name>``) is where the sweep folder goes."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"{source}: sweep file not found")
+    try:
+        document = yaml.safe_load(source.read_text())
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise InputError(f"{source}: not valid YAML{line}") from err
+    except UnicodeDecodeError as err:
+        raise InputError(f"{source}: not a text file") from err
+    if not isinstance(document, dict):
+        raise InputError(f"{source}: a sweep file must be a mapping of keys (name, model, data, grid, ...)")
+    try:
+        return parse_sweep(document, base=source.parent, default_name=source.stem, out=out, source=source)
+    except InputError as err:
+        raise InputError(f"{source}: {err}") from err
+
+
+def parse_sweep(
+    document: Mapping[str, Any],
+    *,
+    base: Path,
+    default_name: str,
+    out: str | Path | None = None,
+    source: Path | None = None,
+) -> SweepConfig:
+    _refuse_unknown(document, TOP_LEVEL_KEYS, "")
+    for required in ("model", "data", "grid"):
+        if required not in document:
+            raise InputError(f"{required}: missing (a sweep needs model, data and grid)")
+    name = document.get("name", default_name)
+    if not isinstance(name, str) or not re.fullmatch(r"[\w.\-]+", name):
+        raise InputError(f"name: {name!r} must be letters, digits, '.', '-' or '_'")
+    model = document["model"]
+    if not isinstance(model, str) or not model.strip():
+        raise InputError("model: must be a model id, a folder, a .gguf file or an embedded model name")
+    for key in ("device", "dtype"):
+        if document.get(key) is not None and not isinstance(document[key], str):
+            raise InputError(f"{key}: must be a string such as 'cuda', 'cpu' or 'bfloat16'")
+    trust = document.get("trust_remote_code", False)
+    if not isinstance(trust, bool):
+        raise InputError("trust_remote_code: must be true or false")
+
+    data = _mapping(document["data"], "data")
+    _refuse_unknown(data, DATA_KEYS, "data.")
+    make = _mapping(data.get("make") or {}, "data.make")
+    _refuse_unknown(make, MAKE_KEYS, "data.make.")
+    questions = _path(data.get("questions"), base, "data.questions")
+    labels = _path(data.get("labels"), base, "data.labels")
+    make_questions = _mapping(make["questions"], "data.make.questions") if "questions" in make else None
+    make_labels = _mapping(make["labels"], "data.make.labels") if "labels" in make else None
+    if questions is not None and make_questions is not None:
+        raise InputError("data: give either questions or make.questions, not both")
+    if labels is not None and make_labels is not None:
+        raise InputError("data: give either labels or make.labels, not both")
+    if labels is None and make_labels is None:
+        raise InputError("data.labels: missing (a label folder, or make.labels to label the questions first)")
+    if questions is None and make_questions is None:
+        raise InputError("data.questions: missing (a questions.parquet, or make.questions to build them)")
+
+    train = dict(_mapping(document.get("train") or {}, "train"))
+    evaluate = dict(_mapping(document.get("evaluate") or {}, "evaluate"))
+    for section, options in (("train", train), ("evaluate", evaluate)):
+        for key in PATH_OPTIONS[section]:
+            if options.get(key) is not None:
+                options[key] = str(_path(options[key], base, f"{section}.{key}"))
+    _refuse_reserved(train, RESERVED_TRAIN_KEYS, "train", "the sweep sets it for each run")
+    _refuse_reserved(evaluate, RESERVED_EVALUATE_KEYS, "evaluate", "the sweep sets it for each run")
+    overlap = sorted(set(train) & set(GRID_KEYS) | ({"extra"} & set(train)))
+    if overlap:
+        raise InputError(f"train.{overlap[0]}: a grid parameter; set it under grid (mixtures for extra)")
+
+    grid = parse_grid(_mapping(document["grid"], "grid"))
+    return SweepConfig(
+        name=name,
+        model=model.strip(),
+        out=Path(out) if out is not None else Path("runs") / name,
+        grid=grid,
+        questions=questions,
+        labels=labels,
+        make_questions=make_questions,
+        make_labels=make_labels,
+        train=train,
+        evaluate=evaluate,
+        device=document.get("device"),
+        dtype=document.get("dtype"),
+        trust_remote_code=trust,
+        source=source,
+    )
+
+
+def parse_grid(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Each grid key -> its list of checked values (scalars become one-value lists, ranges are expanded)."""
+    _refuse_unknown(grid, GRID_KEYS, "grid.")
+    if "unknown" not in grid:
+        raise InputError("grid.unknown: missing (how many Unknown facts each run packs)")
+    parsed: dict[str, list[Any]] = {}
+    for key, raw in grid.items():
+        if key == "mixtures":
+            values = parse_mixtures(raw)
+        else:
+            check, rangeable = GRID_PARAMETERS[key]
+            if isinstance(raw, Mapping):
+                if not rangeable:
+                    raise InputError(f"grid.{key}: takes a value or a list, not a range")
+                raw = expand_range(raw, key)
+            items = raw if isinstance(raw, list) and not (key == "targets" and _is_name_list(raw)) else [raw]
+            values = [check(key, item) for item in items]
+        if not values:
+            raise InputError(f"grid.{key}: empty list")
+        duplicates = sorted({str(v) for v in values if values.count(v) > 1})
+        if duplicates:
+            raise InputError(f"grid.{key}: {duplicates[0]} is listed twice")
+        parsed[key] = values
+    parsed.setdefault("mixtures", ["none"])
+    return parsed
+
+
+def _is_name_list(values: list[Any]) -> bool:
+    """``targets: [q_proj, v_proj]`` is one choice of module names; ``[mlp, attention]`` two presets."""
+    return all(isinstance(v, str) and "," not in v and v not in TARGET_PRESETS for v in values)
+
+
+def expand_range(spec: Mapping[str, Any], key: str) -> list[int | float]:
+    """``{start, stop, step}`` (stop included) or ``{start, stop, num, log}`` (num points, log-spaced if log)."""
+    _refuse_unknown(spec, RANGE_KEYS, f"grid.{key}.")
+    if "start" not in spec or "stop" not in spec or ("step" in spec) == ("num" in spec):
+        raise InputError(f"grid.{key}: a range needs start, stop and exactly one of step or num")
+    start, stop = spec["start"], spec["stop"]
+    for name, value in (("start", start), ("stop", stop)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"grid.{key}.{name}: {value!r} is not a number")
+    if stop < start:
+        raise InputError(f"grid.{key}: stop {stop} is below start {start}")
+    if "step" in spec:
+        step = spec["step"]
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+            raise InputError(f"grid.{key}.step: {step!r} must be a number greater than 0")
+        if "log" in spec:
+            raise InputError(f"grid.{key}.log: only with num (log-spaced points)")
+        count = int(math.floor((stop - start) / step + 1e-9)) + 1
+        values = [start + i * step for i in range(count)]
+        all_ints = all(isinstance(v, int) for v in (start, stop, step))
+        return [int(v) for v in values] if all_ints else [round(v, 12) for v in values]
+    num = spec["num"]
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise InputError(f"grid.{key}.num: {num!r} must be a whole number of at least 1")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise InputError(f"grid.{key}.log: must be true or false")
+    if log and start <= 0:
+        raise InputError(f"grid.{key}.start: a log range needs start > 0")
+    if num == 1:
+        return [start]
+    if log:
+        ratio = (stop / start) ** (1 / (num - 1))
+        values = [start * ratio**i for i in range(num)]
+        return [float(f"{v:.6g}") for v in values]
+    values = [start + (stop - start) * i / (num - 1) for i in range(num)]
+    return [int(round(v)) for v in values] if all(isinstance(v, int) for v in (start, stop)) else [
+        float(f"{v:.6g}") for v in values
+    ]
+
+
+# ---------------------------------------------------------------- mixtures
+
+_EXTRA_ITEM = re.compile(r"^\s*([a-z][a-z\-]*)\s*:\s*(\d+)\s*$")
+
+
+def parse_mixtures(raw: Any) -> list[str]:
+    """Mixtures as canonical strings: ``none``, ``highly-known:10``, ``highly-known:1+paraphrase:1``.
+
+    ``raw`` is a list whose items are ``none``, ``kind:k``, ``kind:k + kind:k`` or a list of ``kind:k``; or the
+    range form ``{kinds: [...], ratios: [...], none: true}`` = every kind with every ratio (plus ``none``).
+    """
+    if isinstance(raw, Mapping):
+        _refuse_unknown(raw, MIXTURE_RANGE_KEYS, "grid.mixtures.")
+        kinds, ratios = raw.get("kinds"), raw.get("ratios")
+        if not isinstance(kinds, list) or not isinstance(ratios, list) or not kinds or not ratios:
+            raise InputError("grid.mixtures: the range form needs non-empty lists kinds and ratios")
+        include_none = raw.get("none", True)
+        if not isinstance(include_none, bool):
+            raise InputError("grid.mixtures.none: must be true or false")
+        items: list[Any] = (["none"] if include_none else []) + [f"{k}:{r}" for k in kinds for r in ratios]
+    else:
+        items = raw if isinstance(raw, list) else [raw]
+    return [canonical_mixture(item) for item in items]
+
+
+def canonical_mixture(item: Any) -> str:
+    parts = item if isinstance(item, list) else str(item).split("+") if isinstance(item, str) else None
+    if parts is None:
+        raise InputError(f"grid.mixtures: {item!r} must be 'none', 'kind:k' or a list of 'kind:k'")
+    if [p.strip() for p in parts if isinstance(p, str)] == ["none"] or parts == []:
+        return "none"
+    counts: dict[str, int] = {}
+    for part in parts:
+        match = _EXTRA_ITEM.match(part) if isinstance(part, str) else None
+        if match is None:
+            raise InputError(f"grid.mixtures: {part!r} must be 'kind:k', e.g. highly-known:10 or paraphrase:1")
+        kind, ratio = match.group(1), int(match.group(2))
+        if kind not in EXTRA_KINDS:
+            raise InputError(f"grid.mixtures: unknown kind {kind!r} (kinds: {', '.join(EXTRA_KINDS)})")
+        if kind in counts:
+            raise InputError(f"grid.mixtures: {kind} appears twice in {item!r}")
+        if ratio < 1:
+            raise InputError(f"grid.mixtures: {part!r} needs a ratio of at least 1 (or use 'none')")
+        counts[kind] = ratio
+    return "+".join(f"{kind}:{counts[kind]}" for kind in sorted(counts))
+
+
+def mixture_extra(mixture: str) -> list[str]:
+    """A canonical mixture as the train stage's ``extra`` list."""
+    return [] if mixture == "none" else mixture.split("+")
+
+
+def mixture_label(mixture: str) -> str:
+    """Human wording for legends: ``none`` -> 'no extra', ``highly-known:10`` -> '+10 HighlyKnown'."""
+    if mixture == "none":
+        return "no extra"
+    names = {"highly-known": "HighlyKnown", "maybe-known": "MaybeKnown", "weakly-known": "WeaklyKnown"}
+    words = []
+    for part in mixture_extra(mixture):
+        kind, ratio = part.split(":")
+        noun = names.get(kind, kind)
+        words.append(f"+{ratio} {noun}{'s' if kind == 'paraphrase' and int(ratio) > 1 else ''}")
+    return " ".join(words)
+
+
+# ---------------------------------------------------------------- expansion
+
+
+def expand(config: SweepConfig) -> list[RunSpec]:
+    """The grid's cross product in a fixed order (grid keys in GRID_KEYS order, values as listed)."""
+    keys = [k for k in GRID_KEYS if k in config.grid]
+    runs = []
+    for values in itertools.product(*(config.grid[k] for k in keys)):
+        params = {("mixture" if k == "mixtures" else k): v for k, v in zip(keys, values)}
+        runs.append(
+            RunSpec(run_id=run_id(config, params), params=params, train=dict(config.train), evaluate=dict(config.evaluate))
+        )
+    return runs
+
+
+def run_id(config: SweepConfig, params: Mapping[str, Any]) -> str:
+    """A readable prefix (facts, mixture, seed) and a hash of everything that shapes the run's result."""
+    digest = stable_hash(
+        {"model": config.model, "params": dict(params), "train": config.train, "evaluate": config.evaluate}, 10
+    )
+    mixture = params["mixture"].replace(":", "").replace("+", "_").replace("highly-known", "hk").replace(
+        "maybe-known", "mk").replace("weakly-known", "wk").replace("paraphrase", "para")
+    seed = f"-s{params['seed']}" if "seed" in params else ""
+    return f"u{params['unknown']}-{mixture}{seed}-{digest}"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _refuse_unknown(mapping: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise InputError(f"{prefix}{key}: unknown key (allowed here: {', '.join(allowed)})")
+
+
+def _refuse_reserved(mapping: Mapping[str, Any], reserved: tuple[str, ...], section: str, why: str) -> None:
+    for key in mapping:
+        if key in reserved:
+            raise InputError(f"{section}.{key}: cannot be set in a sweep ({why})")
+
+
+def _mapping(value: Any, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InputError(f"{key}: must be a mapping of keys")
+    return value
+
+
+def _path(value: Any, base: Path, key: str) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{key}: must be a path")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()

@@ -1,0 +1,503 @@
+"""LoRA packing runs: a fresh adapter on a shared base model, trained epoch by epoch with crash-safe resume.
+
+Why it is built this way:
+- *Many runs, one base model.* The study reloaded the 8B model for each of its 72 runs. Here a run injects a new
+  adapter into the loaded model and removes it afterwards (``fresh_adapter``), restoring every flag it touched,
+  so a sweep loads the base once and run B never depends on whether run A ran before it.
+- *No padding waste.* Rows are 40–70 tokens. A batch's rows are packed into one sequence whose position ids
+  restart at each row; transformers turns that into a block-diagonal causal mask, so rows never see each other
+  and no pad token is computed. Logits are computed only where the loss needs them (the answer tokens by
+  default), which skips most of the large vocabulary projection.
+- *Resume that ends bit-identical.* The data order of an epoch is a function of (seed, epoch) and the global RNG
+  (LoRA dropout) is reseeded at each epoch start, so an epoch's result depends only on the adapter and optimizer
+  state at its start — which every epoch folder stores (adapter + AdamW state, written to a temp folder and
+  renamed into place only when complete).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from peft import LoraConfig, get_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+from knowpack.errors import InputError
+from knowpack.models import LoadedModel, load_model
+from knowpack.runfolder import RunFolder, open_run, read_parquet, write_parquet
+from knowpack.train.mixture import Fact, load_pool, parse_extra, questions_of, sample_facts
+
+log = logging.getLogger(__name__)
+
+ADAPTER = "knowpack"
+ADAPTER_FILE = "adapter_model.safetensors"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+EPOCH_FILES = (ADAPTER_FILE, ADAPTER_CONFIG_FILE, OPTIMIZER_FILE)
+TRAIN_SET_FILE = "train_set.parquet"
+TRAIN_LOG_FILE = "train_log.parquet"
+
+TARGET_PRESETS = {
+    "mlp": ["gate_proj", "up_proj", "down_proj"],
+    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "all-linear": "all-linear",
+}
+TRAIN_SET_SCHEMA = pa.schema(
+    [
+        ("row_id", pa.int64()),
+        ("kind", pa.string()),
+        ("question_id", pa.string()),
+        ("prompt", pa.string()),
+        ("target", pa.string()),
+    ]
+)
+TRAIN_LOG_SCHEMA = pa.schema(
+    [("epoch", pa.int32()), ("step", pa.int32()), ("loss", pa.float64()), ("tokens", pa.int64()), ("seconds", pa.float64())]
+)
+
+# "answer": loss on the answer tokens only; "all": on every token, prompt included (the study's code).
+LOSS_ON = ("answer", "all")
+_NOT_RESULT = {"affects_results": False}
+
+
+@dataclass
+class TrainConfig:
+    """One packing run. Paths are hashed as inputs and the model by its fingerprint, so they stay out of the key."""
+
+    labels: Path = field(metadata=_NOT_RESULT)
+    out: Path = field(metadata=_NOT_RESULT)
+    questions: Path | None = field(default=None, metadata=_NOT_RESULT)
+    model: str = field(default="smollm2-135m", metadata=_NOT_RESULT)
+    unknown: int = 50
+    extra: tuple[str, ...] = ()
+    extra_pool: Path | None = field(default=None, metadata=_NOT_RESULT)
+    allow_repeat: bool = False
+    seed: int = 42
+    rank: int = 1
+    alpha: float = 2.0
+    rslora: bool = False
+    dropout: float = 0.1
+    targets: str = "mlp"
+    epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 8
+    schedule: str = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    loss_on: str = "answer"
+    template: str | None = None
+    chat: bool | None = None
+    # Split a step's rows into forward passes of at most this many tokens: bounds memory, and attention cost grows
+    # with a pass's length squared. The gradient is the same without dropout; with dropout the masks are drawn
+    # differently, so it is part of the key. None: one pass per step.
+    max_tokens_per_pass: int | None = None
+    device: str | None = field(default=None, metadata=_NOT_RESULT)
+    dtype: str | None = field(default=None, metadata=_NOT_RESULT)
+    overwrite: bool = field(default=False, metadata=_NOT_RESULT)
+
+    def validate(self) -> None:
+        for name in ("unknown", "rank", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+        if self.max_tokens_per_pass is not None and self.max_tokens_per_pass < 1:
+            raise InputError(f"--max-tokens-per-pass {self.max_tokens_per_pass}: must be at least 1")
+        if self.lr <= 0 or self.alpha <= 0:
+            raise InputError("--lr and --alpha must be positive")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"--dropout {self.dropout}: must be in [0, 1)")
+        if self.schedule not in ("linear", "constant"):
+            raise InputError(f"--schedule {self.schedule}: expected linear or constant")
+        if self.loss_on not in LOSS_ON:
+            raise InputError(f"--loss-on {self.loss_on}: expected one of {', '.join(LOSS_ON)}")
+        if self.template is not None:
+            q, a = self.template.find("{question}"), self.template.find("{answer}")
+            if q < 0 or a < 0 or a < q:
+                raise InputError("--template must contain {question} and, after it, {answer}")
+        for spec in self.extra:
+            parse_extra(spec)
+
+
+def train(config: TrainConfig) -> Path:
+    """Load ``config.model`` and run :func:`train_loaded`."""
+    config.validate()
+    draw_facts(config)  # a pool that is too small fails here, before a large model is loaded
+    return train_loaded(load_model(config.model, device=config.device, dtype=config.dtype), config)
+
+
+def train_loaded(loaded: LoadedModel, config: TrainConfig) -> Path:
+    """Train one adapter on ``loaded`` (left unchanged afterwards) into the run folder ``config.out``."""
+    config.validate()
+    questions = questions_of(config.labels, config.questions)
+    inputs = {"labels": config.labels, "questions": questions}
+    if config.extra_pool is not None:
+        inputs["extra_pool"] = config.extra_pool
+    base_dtype = next(loaded.model.parameters()).dtype
+    run = open_run(
+        config.out,
+        "train",
+        config,
+        inputs,
+        extra_key={"model": loaded.fingerprint, "dtype": str(base_dtype).removeprefix("torch.")},
+        overwrite=config.overwrite,
+    )
+    if run.complete:
+        return run.path
+
+    facts = draw_facts(config)
+    chat = loaded.chat if config.chat is None else config.chat
+    texts = [format_example(loaded.tokenizer, fact, chat, config.template) for fact in facts]
+    write_parquet(
+        run.file(TRAIN_SET_FILE),
+        pa.table(
+            {
+                "row_id": list(range(len(facts))),
+                "kind": [f.kind for f in facts],
+                "question_id": [f.question_id for f in facts],
+                "prompt": [p for p, _ in texts],
+                "target": [t for _, t in texts],
+            },
+            schema=TRAIN_SET_SCHEMA,
+        ),
+    )
+    rows = [encode_example(loaded.tokenizer, prompt, target, add_special_tokens=not chat) for prompt, target in texts]
+    run.note(
+        unknown_ids=[f.question_id for f in facts if f.kind == "unknown"],
+        rows=len(rows),
+        row_tokens=int(sum(len(ids) for ids, _ in rows)),
+    )
+    with fresh_adapter(loaded.model, lora_config(config), config.seed) as peft_model:
+        epoch_loss = _fit(run, peft_model, loaded.model, rows, config)
+    outputs = [TRAIN_SET_FILE, TRAIN_LOG_FILE] + [
+        f"epochs/{epoch_name(e)}/{name}" for e in range(1, config.epochs + 1) for name in EPOCH_FILES
+    ]
+    run.finish(outputs, epochs_done=config.epochs, epoch_loss=epoch_loss)
+    return run.path
+
+
+def draw_facts(config: TrainConfig) -> list[Fact]:
+    """The run's facts: seeded Unknown facts of the label folder plus the requested extras."""
+    return sample_facts(
+        load_pool(config.labels, questions_of(config.labels, config.questions)),
+        config.unknown,
+        [parse_extra(spec) for spec in config.extra],
+        config.seed,
+        allow_repeat=config.allow_repeat,
+        extra_pool=load_pool(config.extra_pool) if config.extra_pool is not None else None,
+    )
+
+
+# ---------------------------------------------------------------- examples
+
+
+def format_example(tokenizer, fact: Fact, chat: bool, template: str | None) -> tuple[str, str]:
+    """(prompt, target) texts: the study's zero-shot prompt, or ``template`` split at ``{answer}``."""
+    if template is None:
+        from knowpack.probe.prompts import training_example
+
+        return training_example(tokenizer, fact.question, fact.answer, chat)
+    before, after = template.split("{answer}", 1)
+    return before.replace("{question}", fact.question), fact.answer + after.replace("{question}", fact.question)
+
+
+def encode_example(tokenizer, prompt: str, target: str, *, add_special_tokens: bool) -> tuple[list[int], int]:
+    """Token ids of prompt + target (tokenised apart, as at inference) ending in EOS, and the prompt length."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
+    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in target_ids:
+        target_ids = target_ids + [tokenizer.eos_token_id]
+    return prompt_ids + target_ids, len(prompt_ids)
+
+
+@dataclass
+class PackedBatch:
+    """Rows concatenated into one sequence; the loss is read at ``positions`` and must predict ``labels``.
+    ``segments`` numbers each token's row (it builds the block-diagonal attention mask)."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    segments: torch.Tensor
+    positions: torch.Tensor
+    labels: torch.Tensor
+    tokens: int
+
+
+def pack(rows: list[tuple[list[int], int]], loss_on: str, device: torch.device) -> PackedBatch:
+    """Pack rows for a block-diagonal forward pass (position ids restart at every row, no padding)."""
+    ids, position_ids, segments, positions, labels = [], [], [], [], []
+    for index, (row, prompt_len) in enumerate(rows):
+        start = len(ids)
+        first = prompt_len - 1 if loss_on == "answer" else 0
+        ids += row
+        position_ids += range(len(row))
+        segments += [index] * len(row)
+        positions += range(start + first, start + len(row) - 1)
+        labels += row[first + 1 :]
+    pinned = device.type == "cuda"  # pinned host memory lets the copy run without stalling the GPU queue
+
+    def to_device(values: list) -> torch.Tensor:
+        tensor = torch.tensor(values, dtype=torch.long)
+        return (tensor.pin_memory() if pinned else tensor).to(device, non_blocking=pinned)
+
+    return PackedBatch(
+        to_device([ids]), to_device([position_ids]), to_device(segments), to_device(positions), to_device(labels),
+        len(ids),
+    )
+
+
+def split_rows(rows: list[tuple[list[int], int]], max_tokens: int | None) -> list[list[tuple[list[int], int]]]:
+    """Consecutive groups of rows of at most ``max_tokens`` tokens (a longer row alone): forward passes whose
+    attention cost grows with the group's length squared, not the whole batch's."""
+    if max_tokens is None:
+        return [rows]
+    groups, current, length = [], [], 0
+    for row in rows:
+        if current and length + len(row[0]) > max_tokens:
+            groups.append(current)
+            current, length = [], 0
+        current.append(row)
+        length += len(row[0])
+    return groups + [current]
+
+
+def packed_logits(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
+    """Logits at ``batch.positions`` only, each row attending only to itself.
+
+    For sdpa and eager attention the block-diagonal causal mask is built here; other implementations (flash,
+    flex) get it from the position-id resets, which transformers reads as packed rows when no mask is given.
+    """
+    implementation = getattr(model.config, "_attn_implementation", None)
+    mask = None
+    if implementation in ("sdpa", "eager"):
+        causal = torch.ones(batch.tokens, batch.tokens, dtype=torch.bool, device=batch.segments.device).tril()
+        mask = (causal & (batch.segments[:, None] == batch.segments[None, :]))[None, None]
+        if implementation == "eager":
+            dtype = next(model.parameters()).dtype
+            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    return model(
+        input_ids=batch.input_ids,
+        position_ids=batch.position_ids,
+        attention_mask=mask,
+        logits_to_keep=batch.positions,
+        use_cache=False,
+    ).logits[0]
+
+
+def epoch_batches(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Row indices per step: a permutation that depends only on (seed, epoch), cut into batches."""
+    order = np.random.default_rng([seed, epoch]).permutation(n_rows)
+    return [order[i : i + batch_size] for i in range(0, n_rows, batch_size)]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def epoch_name(epoch: int) -> str:
+    return f"epoch_{epoch:02d}"
+
+
+# ---------------------------------------------------------------- adapter lifetime
+
+
+def lora_config(config: TrainConfig) -> LoraConfig:
+    targets = TARGET_PRESETS.get(config.targets)
+    if targets is None:
+        targets = [name.strip() for name in config.targets.split(",") if name.strip()]
+    return LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        use_rslora=config.rslora,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+@contextmanager
+def fresh_adapter(model: torch.nn.Module, config: LoraConfig, seed: int) -> Iterator[torch.nn.Module]:
+    """Inject a newly initialised adapter (init seeded by ``seed``); remove it and restore the model on exit."""
+    if getattr(model, "peft_config", None):
+        raise InputError("the loaded model already carries a LoRA adapter; train on the plain base model")
+    requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
+    was_training = model.training
+    torch.manual_seed(seed)
+    try:
+        with warnings.catch_warnings():  # peft calls a transformers method that transformers 5 marks deprecated
+            warnings.simplefilter("ignore", FutureWarning)
+            peft_model = get_peft_model(model, config, adapter_name=ADAPTER)
+    except ValueError as err:
+        raise InputError(f"--targets: {str(err).splitlines()[0][:300]}") from err
+    try:
+        yield peft_model
+    finally:
+        peft_model.unload()
+        for name, p in model.named_parameters():
+            p.requires_grad_(requires_grad[name])
+        model.train(was_training)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _fit(
+    run: RunFolder, peft_model: torch.nn.Module, model: torch.nn.Module, rows: list, config: TrainConfig
+) -> list[float]:
+    """Train the remaining epochs (resuming after the last complete one); return each epoch's loss."""
+    loop = TrainingLoop(peft_model, model, rows, config)
+    epochs_dir = run.file("epochs")
+    done = _last_complete_epoch(epochs_dir, config.epochs)
+    log_rows: list[dict] = []
+    if done:
+        _load_epoch(epochs_dir / epoch_name(done), peft_model, loop.optimizer, loop.params, loop.device)
+        previous = read_parquet(run.file(TRAIN_LOG_FILE), TRAIN_LOG_SCHEMA).to_pylist()
+        log_rows = [row for row in previous if row["epoch"] <= done]
+        log.info("%s: resuming after epoch %d", run.path, done)
+    for epoch in range(done + 1, config.epochs + 1):
+        log_rows += loop.run_epoch(epoch)
+        # The log first, then the epoch folder: a crash in between leaves log rows that resume drops.
+        write_parquet(run.file(TRAIN_LOG_FILE), pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA))
+        _save_epoch(epochs_dir, epoch, peft_model, loop.optimizer, loop.params)
+        losses = _epoch_losses(log_rows)
+        run.note(epochs_done=epoch, epoch_loss=losses)
+        log.info("%s: epoch %d loss %.4f", run.path, epoch, losses[-1])
+    return _epoch_losses(log_rows)
+
+
+class TrainingLoop:
+    """AdamW over the adapter's parameters and one epoch at a time; an epoch depends only on (seed, epoch) and
+    the adapter and optimizer state at its start. The throughput bench drives this same code."""
+
+    def __init__(self, peft_model: torch.nn.Module, model: torch.nn.Module, rows: list, config: TrainConfig):
+        self.model, self.rows, self.config = model, rows, config
+        self.device = next(model.parameters()).device
+        self.params = [(name, p) for name, p in peft_model.named_parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            [p for _, p in self.params], lr=config.lr, weight_decay=config.weight_decay, fused=self.device.type == "cuda"
+        )
+        self.steps_per_epoch = -(-len(rows) // config.batch_size)
+        # bf16 base weights with float32 adapter weights: run the adapter's matmuls in bf16 too, and keep peft from
+        # copying every adapter input to float32 first (autocast casts for the matmul anyway).
+        self.bf16_autocast = self.device.type == "cuda" and next(model.parameters()).dtype == torch.bfloat16
+        if self.bf16_autocast:
+            for module in peft_model.modules():
+                if isinstance(module, BaseTunerLayer):
+                    module.cast_input_dtype_enabled = False
+
+    def run_epoch(self, epoch: int) -> list[dict]:
+        """Train one epoch; one log row (epoch, step, loss, tokens, seconds) per optimizer step.
+
+        Nothing waits for the GPU inside the epoch (losses stay on the device, step times are CUDA events), so
+        Python queues the next step while the GPU still runs this one."""
+        config, total_steps = self.config, self.steps_per_epoch * self.config.epochs
+        torch.manual_seed(epoch_seed(config.seed, epoch))
+        self.model.train()
+        losses, tokens, clocks = [], [], [self._clock()]
+        for index, batch_rows in enumerate(epoch_batches(len(self.rows), config.batch_size, config.seed, epoch)):
+            step = (epoch - 1) * self.steps_per_epoch + index
+            for group in self.optimizer.param_groups:
+                group["lr"] = config.lr * (1 - step / total_steps if config.schedule == "linear" else 1.0)
+            rows = [self.rows[i] for i in batch_rows]
+            passes = [pack(group, config.loss_on, self.device) for group in split_rows(rows, config.max_tokens_per_pass)]
+            targets = sum(len(batch.labels) for batch in passes)
+            step_loss = torch.zeros((), device=self.device)
+            for batch in passes:  # gradient accumulation: sum of per-token losses over the step's target count
+                with torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16_autocast else nullcontext():
+                    logits = packed_logits(self.model, batch)
+                loss = torch.nn.functional.cross_entropy(logits.float(), batch.labels, reduction="sum") / targets
+                loss.backward()
+                step_loss += loss.detach()
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_([p for _, p in self.params], config.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.append(step_loss)
+            tokens.append(sum(batch.tokens for batch in passes))
+            clocks.append(self._clock())
+        seconds = self._intervals(clocks)
+        return [
+            {"epoch": epoch, "step": (epoch - 1) * self.steps_per_epoch + i + 1, "loss": loss, "tokens": n,
+             "seconds": sec}
+            for i, (loss, n, sec) in enumerate(zip(torch.stack(losses).tolist(), tokens, seconds, strict=True))
+        ]
+
+    def _clock(self):
+        if self.device.type != "cuda":
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def _intervals(self, clocks: list) -> list[float]:
+        if self.device.type != "cuda":
+            return [b - a for a, b in zip(clocks, clocks[1:])]
+        clocks[-1].synchronize()
+        return [a.elapsed_time(b) / 1000 for a, b in zip(clocks, clocks[1:])]
+
+
+def _epoch_losses(log_rows: list[dict]) -> list[float]:
+    """Mean step loss per epoch, in epoch order."""
+    epochs = sorted({row["epoch"] for row in log_rows})
+    return [float(np.mean([r["loss"] for r in log_rows if r["epoch"] == e])) for e in epochs]
+
+
+def _last_complete_epoch(epochs_dir: Path, epochs: int) -> int:
+    """Highest N with epochs 1..N all complete; leftover temp folders of an interrupted save are removed."""
+    if epochs_dir.is_dir():
+        for leftover in epochs_dir.glob(".epoch_*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    done = 0
+    while done < epochs and all((epochs_dir / epoch_name(done + 1) / name).is_file() for name in EPOCH_FILES):
+        done += 1
+    return done
+
+
+def _save_epoch(epochs_dir: Path, epoch: int, peft_model, optimizer, params) -> None:
+    """Write adapter, adapter config and optimizer state to a temp folder, fsync, and rename it into place."""
+    final = epochs_dir / epoch_name(epoch)
+    staging = epochs_dir / f".{epoch_name(epoch)}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    adapter = get_peft_model_state_dict(peft_model, adapter_name=ADAPTER, save_embedding_layers=False)
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in adapter.items()}, staging / ADAPTER_FILE)
+    saved_config = copy.deepcopy(peft_model.peft_config[ADAPTER])
+    saved_config.inference_mode = True
+    saved_config.save_pretrained(str(staging))
+    state = optimizer.state_dict()["state"]
+    tensors = {
+        f"{name}.{key}": torch.as_tensor(value).detach().to("cpu").contiguous()
+        for index, (name, _) in enumerate(params)
+        for key, value in state.get(index, {}).items()
+    }
+    save_file(tensors, staging / OPTIMIZER_FILE)
+    for name in EPOCH_FILES:
+        with open(staging / name, "rb") as handle:
+            os.fsync(handle.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+
+
+def _load_epoch(folder: Path, peft_model, optimizer, params, device: torch.device) -> None:
+    """Restore adapter weights and AdamW state saved by :func:`_save_epoch`."""
+    set_peft_model_state_dict(peft_model, load_file(folder / ADAPTER_FILE, device=str(device)), adapter_name=ADAPTER)
+    saved = load_file(folder / OPTIMIZER_FILE)
+    state_dict = optimizer.state_dict()
+    state_dict["state"] = {
+        index: {key: saved[f"{name}.{key}"] for key in ("step", "exp_avg", "exp_avg_sq")}
+        for index, (name, _) in enumerate(params)
+    }
+    optimizer.load_state_dict(state_dict)

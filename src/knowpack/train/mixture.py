@@ -1,0 +1,160 @@
+"""Which facts a packing run trains on: n Unknown facts sampled with a seed, plus k extra items per fact.
+
+The study's code takes the *first* n rows, so its seeds never change the facts; here the seed picks them. Every
+pool is sorted by question id and drawn as a prefix of one seeded permutation, so the same seed always gives the
+same facts and a smaller run's facts are a subset of a larger run's (n = 10 ⊂ n = 50 for one seed).
+
+Extra kinds (``kind:k`` = k items per packed fact): ``highly-known``, ``maybe-known``, ``weakly-known`` (other
+questions of that SliCK category) and ``paraphrase`` (other phrasings of each packed fact's own question).
+A pool that is too small is an error unless repeats are allowed or, for the category kinds, a second label
+folder supplies the shortfall: a run never silently trains on less than it was asked to.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from knowpack.errors import InputError
+from knowpack.runfolder import MANIFEST, read_parquet
+
+LABELS_FILE = "labels.parquet"
+LABELS_SCHEMA = pa.schema([("question_id", pa.string()), ("category", pa.string())])
+QUESTIONS_SCHEMA = pa.schema(
+    [("id", pa.string()), ("question", pa.string()), ("answer", pa.string()), ("paraphrases", pa.list_(pa.string()))]
+)
+
+UNKNOWN = "Unknown"
+CATEGORY_OF_KIND = {"highly-known": "HighlyKnown", "maybe-known": "MaybeKnown", "weakly-known": "WeaklyKnown"}
+PARAPHRASE = "paraphrase"
+EXTRA_KINDS = (*CATEGORY_OF_KIND, PARAPHRASE)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One training item before it is formatted: ``kind`` is ``unknown`` or an extra kind."""
+
+    kind: str
+    question_id: str
+    question: str
+    answer: str
+
+
+def parse_extra(text: str) -> tuple[str, int]:
+    """``"highly-known:10"`` -> ``("highly-known", 10)``; one-line error for anything else."""
+    kind, sep, count = text.partition(":")
+    if not sep or kind not in EXTRA_KINDS or not count.strip().isdigit():
+        raise InputError(f"--extra {text!r}: expected KIND:K with KIND one of {', '.join(EXTRA_KINDS)} and K >= 0")
+    return kind, int(count)
+
+
+def questions_of(labels_dir: Path, questions: Path | None = None) -> Path:
+    """The questions file of a label folder: ``questions`` when given, else the one its manifest names."""
+    if questions is not None:
+        return Path(questions)
+    manifest_path = Path(labels_dir) / MANIFEST
+    if not manifest_path.is_file():
+        raise InputError(f"{labels_dir}: not a label folder (no {MANIFEST}); run `knowpack probe` first")
+    inputs = json.loads(manifest_path.read_text()).get("inputs", {})
+    named = inputs.get("questions") or next(
+        (entry for entry in inputs.values() if Path(entry.get("path", "")).name == "questions.parquet"), None
+    )
+    if not named:
+        raise InputError(f"{labels_dir}: its manifest names no questions file; pass --questions")
+    return Path(named["path"])
+
+
+def load_pool(labels_dir: Path, questions: Path | None = None) -> pd.DataFrame:
+    """Labels joined with their questions: question_id, category, question, answer, paraphrases (sorted by id)."""
+    labels_dir = Path(labels_dir)
+    if not labels_dir.is_dir():
+        raise InputError(f"{labels_dir}: label folder not found")
+    labels = read_parquet(labels_dir / LABELS_FILE, LABELS_SCHEMA).to_pandas()
+    table = read_parquet(questions_of(labels_dir, questions), QUESTIONS_SCHEMA).to_pandas()
+    joined = labels.merge(table.rename(columns={"id": "question_id"}), on="question_id", how="inner")
+    if len(joined) < len(labels):
+        raise InputError(
+            f"{labels_dir}: {len(labels) - len(joined)} labelled question(s) are missing from the questions file; "
+            "pass the --questions the labels were made from"
+        )
+    return joined.sort_values("question_id", kind="stable").reset_index(drop=True)
+
+
+def sample_facts(
+    pool: pd.DataFrame,
+    unknown: int,
+    extras: list[tuple[str, int]],
+    seed: int,
+    *,
+    allow_repeat: bool = False,
+    extra_pool: pd.DataFrame | None = None,
+) -> list[Fact]:
+    """The facts of one run: ``unknown`` Unknown facts, then each extra kind's ``k × unknown`` items."""
+    if unknown < 1:
+        raise InputError(f"--unknown {unknown}: need at least one fact to pack")
+    kinds = [kind for kind, _ in extras]
+    if len(set(kinds)) != len(kinds):
+        raise InputError(f"--extra: each kind at most once (got {', '.join(kinds)})")
+    unknowns = pool[pool["category"] == UNKNOWN]
+    if unknown > len(unknowns):
+        raise InputError(f"--unknown {unknown}: the label folder has only {len(unknowns)} Unknown questions")
+    chosen = unknowns.iloc[_rng(seed, "unknown").permutation(len(unknowns))[:unknown]]
+    facts = [Fact("unknown", r.question_id, r.question, r.answer) for r in chosen.itertuples()]
+    for kind, per_fact in extras:
+        if per_fact == 0:
+            continue
+        if kind == PARAPHRASE:
+            facts += _paraphrases(chosen, per_fact, seed, allow_repeat)
+        else:
+            facts += _known(kind, pool, extra_pool, per_fact * unknown, seed, allow_repeat)
+    return facts
+
+
+def _rng(seed: int, purpose: str) -> np.random.Generator:
+    """One independent stream per purpose, so adding an extra kind never changes which Unknown facts are drawn."""
+    return np.random.default_rng([seed, zlib.crc32(purpose.encode())])
+
+
+def _known(
+    kind: str, pool: pd.DataFrame, extra_pool: pd.DataFrame | None, needed: int, seed: int, allow_repeat: bool
+) -> list[Fact]:
+    """``needed`` questions of the kind's category: the primary pool first, the second pool for the shortfall."""
+    category = CATEGORY_OF_KIND[kind]
+    rng = _rng(seed, kind)
+    primary = pool[pool["category"] == category]
+    picked = primary.iloc[rng.permutation(len(primary))[:needed]]
+    available = len(primary)
+    if len(picked) < needed and extra_pool is not None:
+        second = extra_pool[(extra_pool["category"] == category) & ~extra_pool["question_id"].isin(pool["question_id"])]
+        available += len(second)
+        picked = pd.concat([picked, second.iloc[rng.permutation(len(second))[: needed - len(picked)]]])
+    if len(picked) < needed:
+        if not allow_repeat or len(picked) == 0:
+            source = "the label folders have" if extra_pool is not None else "the label folder has"
+            hint = "" if len(picked) == 0 else "; pass --allow-repeat to reuse them or --extra-pool LABELS to add a pool"
+            raise InputError(f"--extra {kind}: needs {needed} {category} questions but {source} {available}{hint}")
+        picked = picked.iloc[np.resize(np.arange(len(picked)), needed)]
+    return [Fact(kind, r.question_id, r.question, r.answer) for r in picked.itertuples()]
+
+
+def _paraphrases(chosen: pd.DataFrame, per_fact: int, seed: int, allow_repeat: bool) -> list[Fact]:
+    """``per_fact`` distinct paraphrases of each packed fact's question (cycled only with ``allow_repeat``)."""
+    rng = _rng(seed, PARAPHRASE)
+    facts = []
+    for row in chosen.itertuples():
+        options = sorted({p.strip() for p in (row.paraphrases if row.paraphrases is not None else [])} - {"", row.question})
+        if len(options) < per_fact and (not allow_repeat or not options):
+            hint = "" if not options else "; pass --allow-repeat to reuse them"
+            raise InputError(
+                f"--extra paraphrase:{per_fact}: question {row.question_id} has {len(options)} paraphrase(s){hint} "
+                "(or add more with `knowpack paraphrase`)"
+            )
+        order = np.resize(rng.permutation(len(options)), per_fact)
+        facts += [Fact(PARAPHRASE, row.question_id, options[i], row.answer) for i in order]
+    return facts

@@ -1,0 +1,176 @@
+"""The prefix-sharing engine must produce exactly what plain `model.generate` produces."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from knowpack.probe.engine import Decoding, Job, PrefixEngine, sample_uniforms
+from knowpack.probe.label import attached_adapters
+from knowpack.probe.prompts import PromptSet, PromptSettings
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Who wrote the novel War and Peace?",
+    "Which river flows through the city of Vienna, the capital of Austria?",
+    "Who painted The Starry Night?",
+    "What is the chemical symbol of gold?",
+    "Which country has the largest population in Africa?",
+]
+
+
+@pytest.fixture(scope="module")
+def lively_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with larger random weights: at the default init it echoes the prompt's last token
+    forever, which would make any comparison trivially pass; with these its answers depend on the question."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if weight.ndim == 2:
+                gain = 1.0 if "embed" in name else (4 if ("o_proj" in name or "down_proj" in name) else 1) / math.sqrt(
+                    weight.shape[1])
+                weight.normal_(0, gain, generator=generator)
+    folder = tmp_path_factory.mktemp("lively")
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(lively_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(lively_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(lively_model_dir, dtype=torch.float32).eval()
+    return model, tokenizer
+
+
+def make_jobs(tokenizer, chat: bool, n_prompts: int = 2, adapter=None) -> list[Job]:
+    prompts = PromptSet(tokenizer, PromptSettings(n_prompts=n_prompts, chat=chat), QUESTIONS)
+    return [Job(e.prefix, e.suffix, adapter, seed=i) for p in range(n_prompts)
+            for i, e in enumerate(prompts.encode(p, range(len(QUESTIONS))))]
+
+
+def reference(model, job: Job, max_new_tokens: int) -> list[int]:
+    ids = torch.tensor([job.prefix + job.suffix])
+    with torch.inference_mode():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                             max_new_tokens=max_new_tokens)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def run(engine: PrefixEngine, jobs: list[Job]):
+    results = {}
+    for indices, generations in engine.generate(jobs):
+        results.update(zip(indices, generations))
+    return [results[i] for i in range(len(jobs))]
+
+
+def assert_matches_generate(model, engine, jobs, max_new_tokens):
+    for job, gens in zip(jobs, run(engine, jobs)):
+        greedy = gens[0]
+        ref = reference(model, job, max_new_tokens)
+        assert list(greedy.tokens) == ref[: len(greedy.tokens)]
+        if greedy.stopped:
+            assert engine.stop.is_eos[greedy.tokens[-1]] or engine.stop.has_newline[greedy.tokens[-1]]
+        else:
+            assert len(greedy.tokens) == max_new_tokens
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_greedy_equals_generate_on_tiny_model(tiny, chat):
+    model, tokenizer = tiny
+    jobs = make_jobs(tokenizer, chat)
+    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=10), batch_size=4)
+    assert_matches_generate(model, engine, jobs, 10)
+
+
+def test_rows_stop_at_the_end_of_their_answer(tiny):
+    model, tokenizer = tiny
+    # a stop rule where every token containing "e" counts as end of sequence: rows stop at different steps
+    jobs = make_jobs(tokenizer, chat=True)
+    free = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=12, stop_at_newline=False), batch_size=16)
+    free.stop.is_eos[:] = False
+    answers = [g[0].tokens for g in run(free, jobs)]
+    # declare as end-of-sequence a token that rows reach at different steps (or never)
+    stop_token = next(t for t in {t for a in answers for t in a}
+                      if len({a.index(t) if t in a else -1 for a in answers}) > 2)
+    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=12, stop_at_newline=False), batch_size=16)
+    engine.stop.is_eos[:] = False
+    engine.stop.is_eos[stop_token] = True
+    generations = run(engine, jobs)
+    assert len({len(g[0].tokens) for g in generations}) > 2  # finished rows left, the others went on
+    for answer, gens in zip(answers, generations):
+        cut = answer.index(stop_token) + 1 if stop_token in answer else 12
+        assert gens[0].tokens == answer[:cut] and gens[0].stopped == (stop_token in answer)
+
+
+def test_forced_length_never_stops_early(tiny):
+    model, tokenizer = tiny
+    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=6, min_new_tokens=6), batch_size=8)
+    engine.stop.is_eos[:] = True
+    assert all(len(g[0].tokens) == 6 for g in run(engine, make_jobs(tokenizer, chat=True, n_prompts=1)))
+
+
+def test_sampling_is_seeded_per_prompt_not_per_batch(tiny):
+    model, tokenizer = tiny
+    jobs = make_jobs(tokenizer, chat=True)
+    decoding = Decoding(max_new_tokens=6, n_samples=3, temperature=1.0)
+    big = run(PrefixEngine(model, tokenizer, decoding, batch_size=64), jobs)
+    small = run(PrefixEngine(model, tokenizer, decoding, batch_size=4), jobs[::-1])[::-1]
+    assert [[g.tokens for g in gens] for gens in big] == [[g.tokens for g in gens] for gens in small]
+    assert all(len(gens) == 4 for gens in big)
+    assert len({gens[1].tokens for gens in big} | {gens[2].tokens for gens in big}) > 1
+    reseeded = [Job(j.prefix, j.suffix, None, j.seed + 100) for j in jobs]
+    other = run(PrefixEngine(model, tokenizer, decoding, batch_size=64), reseeded)
+    assert [g[1].tokens for g in other] != [g[1].tokens for g in big]
+    greedy = run(PrefixEngine(model, tokenizer, Decoding(max_new_tokens=6), batch_size=64), jobs)
+    assert [g[0].tokens for g in greedy] == [g[0].tokens for g in big]
+
+
+def test_uniforms_are_a_function_of_seed_sample_and_step():
+    a = sample_uniforms([1, 2, 1], [0, 0, 1], 5)
+    assert a.shape == (3, 5) and ((a >= 0) & (a < 1)).all()
+    assert (sample_uniforms([2], [0], 5) == a[1]).all()
+    assert len({tuple(row) for row in a}) == 3
+
+
+def test_several_adapters_in_one_batch(tiny, lively_model_dir, tmp_path):
+    model, tokenizer = tiny
+    folders = {}
+    for name in ("one", "two"):
+        base = AutoModelForCausalLM.from_pretrained(lively_model_dir, dtype=torch.float32)
+        torch.manual_seed(len(name) + ord(name[0]))
+        config = LoraConfig(r=4, lora_alpha=16, target_modules=["gate_proj", "up_proj", "down_proj"],
+                            init_lora_weights=False)
+        get_peft_model(base, config).save_pretrained(tmp_path / name)
+        folders[name] = tmp_path / name
+    base_jobs = make_jobs(tokenizer, chat=True)
+    jobs = [Job(j.prefix, j.suffix, adapter, j.seed) for adapter in (None, "one", "two") for j in base_jobs]
+    with attached_adapters(model, folders) as peft_model:
+        engine = PrefixEngine(peft_model, tokenizer, Decoding(max_new_tokens=8), batch_size=64)
+        generations = run(engine, jobs)
+    assert not isinstance(model, PeftModel) and not any("lora" in n for n, _ in model.named_modules())
+    by_adapter = {}
+    for job, gens in zip(jobs, generations):
+        by_adapter.setdefault(job.adapter, []).append(gens[0].tokens)
+    assert by_adapter[None] != by_adapter["one"] != by_adapter["two"]
+    for name in (None, "one", "two"):
+        reference_model = model if name is None else PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(lively_model_dir, dtype=torch.float32), folders[name]).eval()
+        for job, tokens in zip(base_jobs, by_adapter[name]):
+            assert list(tokens) == reference(reference_model, job, 8)[: len(tokens)]
+
+
+@pytest.mark.slow
+def test_greedy_equals_generate_on_embedded_model(embedded_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32).eval()
+    jobs = make_jobs(tokenizer, chat=True, n_prompts=2)
+    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=12), batch_size=8)
+    generations = run(engine, jobs)
+    assert sum(g[0].stopped for g in generations) >= len(jobs) // 2  # real answers end at <|im_end|>
+    assert_matches_generate(model, engine, jobs, 12)
