@@ -44,7 +44,8 @@ SUFFIXES = ("", "", "", "", "_(film)", "_(album)", "%2C_Texas", "_F.C.", "_\\u00
 def generate_dump(path: Path, lines: int, seed: int = 0) -> dict:
     """Write a bz2 N-Triples dump with ``lines`` triples; returns its shape."""
     rng = np.random.default_rng(seed)
-    entities = max(1000, int(REAL_ENTITIES * lines / REAL_LINES))
+    # The id range is 20 % above the target because heavy-tailed draws leave some ids unused (~8 M are drawn).
+    entities = max(1000, int(1.2 * REAL_ENTITIES * lines / REAL_LINES))
     relation_names = list(load_templates("dbpedia"))[:RELATIONS]
     relation_names += [f"syntheticRelation{i}" for i in range(RELATIONS - len(relation_names))]
     # Popular relations are the ones with templates (as in the real dump, where the 150 templated relations hold
@@ -71,6 +72,8 @@ def generate_dump(path: Path, lines: int, seed: int = 0) -> dict:
                 "> ", ONTOLOGY, pc.take(rel_array, pa.array(relations[start:stop])),
                 "> ", RESOURCE, pc.take(names, pa.array(objects[start:stop])), "> .\n", "",
             )
+            if isinstance(text, pa.ChunkedArray):  # large inputs come back chunked
+                text = text.combine_chunks()
             offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset: text.offset + len(text) + 1]
             out.write(memoryview(text.buffers()[2])[offsets[0]: offsets[-1]])
         out.write(b"# completed 2022-12-01T01:00:00Z\n")
@@ -140,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     dump = args.workdir / f"synthetic-{args.lines}.nt.bz2"
     if not dump.is_file():
         started = time.perf_counter()
-        shape = generate_dump(dump, args.lines, args.seed)
+        partial = dump.with_suffix(".partial")
+        shape = generate_dump(partial, args.lines, args.seed)
+        partial.rename(dump)
         print(f"generated {dump} in {time.perf_counter() - started:.0f} s: {shape}", flush=True)
 
     out = args.workdir / f"questions-{args.lines}"

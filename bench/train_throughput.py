@@ -214,6 +214,8 @@ def main() -> None:
                         help="also at batch 64: loss on all tokens, and peft's float32 copies of adapter inputs (GPU)")
     parser.add_argument("--pass-tokens", default="", help="also try --max-tokens-per-pass values, e.g. 1024,2048")
     parser.add_argument("--profile", action="store_true", help="profile 3 steps at the largest batch")
+    parser.add_argument("--compile-experiment", action="store_true",
+                        help="afterwards: the two largest batches with decoder layers under torch.compile")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     args.pass_tokens = [int(t) for t in args.pass_tokens.split(",") if t]
@@ -245,10 +247,9 @@ def main() -> None:
     if args.profile:
         profile(model, rows, max(batches), args)
     if args.ablations:  # at batch 64: the study's loss on every token; peft's float32 copies of adapter inputs
-        pass_tokens = args.pass_tokens[0] if args.pass_tokens else None
         variants = [{"loss_on": "all"}] + ([{"cast_inputs": True}] if device.type == "cuda" else [])
         for variant in variants:
-            results.append(knowpack_variant(model, rows, 64, args, pass_tokens=pass_tokens, **variant))
+            results.append(knowpack_variant(model, rows, 64, args, **variant))
             print(results[-1], flush=True)
     study = results[0]["tokens_per_s"]
     print(f"\n| configuration | rows/step | real tokens/step | padding | step (s) | tokens/s | × study |"
@@ -260,6 +261,29 @@ def main() -> None:
         print(line + (f" {r['peak_gib']:.1f} |" if device.type == "cuda" else ""))
     if args.json:
         args.json.write_text(json.dumps({"model": name, "device": where, "results": results}, indent=2))
+    if args.compile_experiment:
+        compile_experiment(model, rows, batches, args, study)
+
+
+def compile_experiment(model, rows, batches, args, study: float) -> None:
+    """Not part of knowpack's loop (yet): the same loop with each decoder layer under torch.compile(dynamic=True),
+    to see how much of the step is Python dispatch overhead. Warm-up steps include the compilation."""
+    layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    started = time.perf_counter()
+    for layer in layers:
+        layer.forward = torch.compile(layer.forward, dynamic=True)
+    try:
+        for batch in batches[-2:]:
+            result = knowpack_variant(model, rows, batch, argparse.Namespace(warmup=args.warmup + 2, steps=args.steps))
+            print(f"| {result['config']}, decoder layers compiled | {batch} | {result['tokens_per_step']:.0f} | 0% | "
+                  f"{result['step_s']:.3f} | {result['tokens_per_s']:,.0f} | {result['tokens_per_s'] / study:.2f} | "
+                  f"{result['peak_gib'] or 0:.1f} |  (elapsed with compilation {time.perf_counter() - started:.0f} s)",
+                  flush=True)
+    except Exception as err:  # noqa: BLE001 - an experiment: report and stop
+        print(f"compile experiment failed: {type(err).__name__}: {str(err)[:300]}", flush=True)
+    finally:
+        for layer in layers:
+            del layer.forward
 
 
 if __name__ == "__main__":

@@ -85,8 +85,8 @@ def test_mmlu_is_the_full_test_set_as_harness_tasks():
         mmlu_subjects(("astrology",))
 
 
-def test_mmlu_few_shot_examples_come_from_the_same_subject_without_the_item(tmp_path):
-    plan = plan_tasks(BenchmarkConfig(mmlu_subjects=("anatomy",)), tmp_path)
+def test_mmlu_few_shot_examples_come_from_the_same_subject_without_the_item():
+    plan = plan_tasks(BenchmarkConfig(mmlu_subjects=("anatomy",)))
     task = plan.manager.load(plan.specs)["tasks"][f"{MMLU_GROUP}_anatomy"]
     task.set_fewshot_seed(1234)
     docs = list(task.test_docs())
@@ -99,10 +99,10 @@ def test_mmlu_few_shot_examples_come_from_the_same_subject_without_the_item(tmp_
     assert all(shot.split("\nA. ")[0] in anatomy for shot in shots)
 
 
-def test_benchmarks_base_and_adapter_with_local_copies(tiny, adapter_dir, truthfulqa_copy, tmp_path):
+def test_benchmarks_base_and_adapter_with_local_copies(tiny, adapter_dir, truthfulqa_copy):
     config = BenchmarkConfig(tasks=("mmlu", "truthfulqa_mc1", "truthfulqa_mc2"), mmlu_subjects=("anatomy", "virology"),
                              limit=2, benchmarks_dir=truthfulqa_copy)
-    plan = plan_tasks(config, tmp_path)
+    plan = plan_tasks(config)
     base = run_benchmarks(tiny, "base", None, config, plan)
     after = run_benchmarks(tiny, "epoch_01", adapter_dir, config, plan)
     table = headline(pd.concat([base, after], ignore_index=True)).set_index(["model", "benchmark"])
@@ -121,11 +121,12 @@ def test_benchmarks_base_and_adapter_with_local_copies(tiny, adapter_dir, truthf
 
 
 def test_benchmarks_dir_without_the_dataset_is_refused(tmp_path):
-    config = BenchmarkConfig(tasks=("truthfulqa_mc1",), benchmarks_dir=tmp_path)
+    subjects = ("anatomy", "virology")  # as above: the same harness task index is reused
+    config = BenchmarkConfig(tasks=("mmlu", "truthfulqa_mc1"), mmlu_subjects=subjects, benchmarks_dir=tmp_path)
     with pytest.raises(InputError, match="no local copy of truthfulqa/truthful_qa"):
-        plan_tasks(config, tmp_path)
+        plan_tasks(config)
     with pytest.raises(InputError, match="not a task"):
-        plan_tasks(BenchmarkConfig(tasks=("no_such_task",)), tmp_path)
+        plan_tasks(BenchmarkConfig(tasks=("mmlu", "no_such_task"), mmlu_subjects=subjects))
 
 
 def test_adapter_is_applied_and_removed(tiny, adapter_dir):

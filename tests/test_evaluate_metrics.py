@@ -142,12 +142,13 @@ def test_shift_refuses_unknown_categories():
     "There is no available data on this person",
     "I'm not sure.",
     "unknown",
+    "N/A",
 ])
 def test_refusal_detector_flags_refusals(answer):
     assert RefusalDetector.default().is_refusal(answer)
 
 
-@pytest.mark.parametrize("answer", ["Information theory", "Paris", "Unknown Pleasures (album)", "I know: Rome", ""])
+@pytest.mark.parametrize("answer", ["Information theory", "Paris", "Unknown Pleasures (album)", "I know: Rome", "Na", ""])
 def test_refusal_detector_leaves_answers_alone(answer):
     assert not RefusalDetector.default().is_refusal(answer)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -136,24 +137,40 @@ def test_all_shift_epochs_reuse_finished_label_folders(loaded, trained_run, tmp_
     assert (first / "summary.json").is_file()
 
 
-def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
     """The evaluate stage's own sub-commands (independent of other stages' CLIs)."""
-    parser = argparse.ArgumentParser(prog="knowpack")
-    evaluate_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    top = argparse.ArgumentParser(prog="knowpack")
+    evaluate_cli.register(top.add_subparsers(dest="command", required=True))
+    return top
+
+
+def main(argv: list[str]) -> None:
+    args = parser().parse_args(argv)
     args.func(args)
 
 
+def test_cli_options_map_to_the_config():
+    args = parser().parse_args(["evaluate", "RUN", "--benchmarks", "mmlu,truthfulqa_mc1", "--mmlu-subjects",
+                                "anatomy,virology", "--refusal-pattern", "a", "--refusal-pattern", "b",
+                                "--shift-epochs", "all", "--chat-template"])
+    assert args.benchmarks == ("mmlu", "truthfulqa_mc1") and args.mmlu_subjects == ("anatomy", "virology")
+    assert args.refusal_patterns == ["a", "b"] and args.shift_epochs == "all" and args.chat_template
+    assert parser().parse_args(["evaluate", "RUN", "--benchmarks", "none"]).benchmarks == ()
+
+
 def test_cli_evaluate_and_compare(loaded, trained_run, tmp_path, capsys):
-    out = tmp_path / "cli-eval"
-    main(["evaluate", str(trained_run), "--out", str(out), "--model", str(loaded.spec), "--benchmarks", "none",
-                 "--device", "cpu", "--dtype", "float32", "--refusal-pattern", r"\bno idea\b"])
+    # the options of test_evaluate_writes_every_table: its evaluation is found complete and only printed
+    main(["evaluate", str(trained_run), "--model", str(loaded.spec), "--benchmarks", "mmlu", "--mmlu-subjects",
+          "anatomy", "--limit", "2", "--heldout-paraphrases", "2", "--device", "cpu", "--dtype", "float32"])
     printed = capsys.readouterr().out
-    assert "Reliability" in printed and "distinct answers" in printed and f"evaluated: {out}" in printed
-    table = compare([out, trained_run])
-    assert list(table.columns) == ["cli-eval", "run"]
-    assert table.loc["facts"].tolist() == [3, 3]
-    main(["compare", str(out), str(trained_run), "--out", str(tmp_path / "side.csv")])
+    assert "Reliability" in printed and "distinct answers" in printed and "mmlu/acc" in printed
+    assert f"evaluated: {trained_run / 'eval'}" in printed
+    other = tmp_path / "copy" / "eval"
+    shutil.copytree(trained_run / "eval", other)
+    table = compare([trained_run, other.parent])
+    assert list(table.columns) == ["run", "copy"]
+    assert table.loc["facts"].tolist() == [3, 3] and table.loc["mmlu/acc base"].nunique() == 1
+    main(["compare", str(trained_run), str(other), "--out", str(tmp_path / "side.csv")])
     assert "Runs side by side" in capsys.readouterr().out and (tmp_path / "side.csv").is_file()
 
 

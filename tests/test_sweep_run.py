@@ -3,7 +3,6 @@
 import json
 import shutil
 
-import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
@@ -16,6 +15,7 @@ from knowpack.probe import LabelConfig, label
 from knowpack.report import ReportConfig, make_report
 from knowpack.runfolder import read_parquet, write_parquet
 from knowpack.sweep import load_sweep, run_sweep
+from knowpack.sweep.runs import release_base_models
 
 N_FACTS = 10
 
@@ -64,6 +64,7 @@ def model_loads(monkeypatch):
     """Counts base model loads (the sweep must load it once per worker, and not at all when nothing is left)."""
     calls = []
     real = knowpack.models.load_model
+    release_base_models()
 
     def counting(*args, **kwargs):
         calls.append(args)
@@ -103,6 +104,7 @@ def test_sweep_runs_every_point_once_and_skips_finished_runs(tmp_path, tiny_mode
     untouched = out / index.run_dir[1] / "eval" / "manifest.json"
     untouched_mtime = untouched.stat().st_mtime_ns
 
+    release_base_models()  # as if the command were run again in a new process
     model_loads.clear()
     assert run_sweep(config) == out
     again = read_parquet(out / "sweep.parquet").to_pandas()
@@ -112,6 +114,7 @@ def test_sweep_runs_every_point_once_and_skips_finished_runs(tmp_path, tiny_mode
     assert untouched.stat().st_mtime_ns == untouched_mtime, "finished runs are not redone"
     assert len(model_loads) == 1
 
+    release_base_models()
     model_loads.clear()
     run_sweep(config)
     assert model_loads == [], "nothing left to do: the model is not even loaded"
@@ -120,6 +123,22 @@ def test_sweep_runs_every_point_once_and_skips_finished_runs(tmp_path, tiny_mode
     assert {"reliability_per_epoch.png", "shift_vs_facts.png", "refusals_collapse.png"} <= {
         p.name for p in report.glob("*.png")}
     assert "4 evaluated runs" in (report / "report.md").read_text()
+
+
+def test_sweep_makes_its_questions_and_labels_on_the_same_loaded_model(tmp_path, tiny_model_dir, model_loads):
+    path = tmp_path / "make.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": str(tiny_model_dir),
+        "data": {"make": {"questions": {"source": "embedded", "per_bucket": 1},
+                          "labels": {"n_prompts": 1, "shots": 1, "n_samples": 0, "max_new_tokens": 3}}},
+        "evaluate": {"benchmarks": [], "heldout_paraphrases": 0},
+        "grid": {"unknown": 2, "epochs": 1, "seed": 3},
+    }))
+    out = run_sweep(load_sweep(path, out=tmp_path / "made"))
+    assert json.loads((out / "data" / "labels" / "manifest.json").read_text())["complete"]
+    assert (out / "data" / "questions" / "questions.parquet").is_file()
+    assert read_parquet(out / "sweep.parquet").column("status").to_pylist() == ["done"]
+    assert len(model_loads) == 1, "labelling and training share one loaded base model"
 
 
 def test_grown_grid_resumes_in_place_and_another_model_is_refused(tmp_path, tiny_model_dir, data, monkeypatch):

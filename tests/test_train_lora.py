@@ -204,3 +204,14 @@ def test_bad_config_is_one_line_input_error(loaded, labels, tmp_path, overrides,
         train_loaded(loaded, make_config(labels, tmp_path / "run", epochs=1, **overrides))
     assert "\n" not in str(err.value)
     assert not getattr(loaded.model, "peft_config", None)
+
+
+def test_default_rows_are_the_study_zero_shot_chat_prompt(loaded, labels, tmp_path):
+    run = train_loaded(loaded, make_config(labels, tmp_path / "run", epochs=1, template=None))
+    row = pq.read_table(run / lora.TRAIN_SET_FILE).to_pylist()[0]
+    assert row["prompt"].startswith("<|im_start|>system\nAnswer the following question.<|im_end|>")
+    assert "<|im_start|>user\nQuestion: What is the capital of" in row["prompt"]
+    assert row["prompt"].endswith("<|im_start|>assistant\n") and row["target"].startswith("Answer: City")
+    plain = train_loaded(loaded, make_config(labels, tmp_path / "plain", epochs=1, template=None, chat=False))
+    row = pq.read_table(plain / lora.TRAIN_SET_FILE).to_pylist()[0]
+    assert row["prompt"].endswith("\nAnswer:") and "<|im_start|>" not in row["prompt"]

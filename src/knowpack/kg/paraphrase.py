@@ -26,7 +26,7 @@ DEFAULT_PROMPT = (
     "Rewrite the question below in different words, keeping exactly the same meaning. "
     "Reply with the rewritten question only.\nQuestion: {question}"
 )
-_NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•]|(?:rewritten |new |rephrased )?question\s*:)\s*", re.IGNORECASE)
+_NUMBERING = re.compile(r"^\s*(?:(?:\d+[.)]|[-*•]|(?:rewritten |new |rephrased )?question\s*:)\s*)+", re.IGNORECASE)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from knowpack.errors import InputError
 
 ATTENTION_NAME = "knowpack_shared_prefix"
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in adapter_names
+PREFILL_TOKENS = 8192  # suffix tokens per prefill slice: big enough for efficient matmuls, small enough to cut padding
 
 
 @dataclass(frozen=True)
@@ -147,15 +148,31 @@ class _BatchState:
     def end(self) -> None:
         self.length += self.query_len
 
+    def _allocate(self, layer: int, rows: int, heads: int, key_dim: int, value_dim: int, device) -> None:
+        # float32: attention reads these every step in float32; the values themselves are the model dtype's.
+        # Zeros, not garbage: masked slots get probability 0, and 0 × NaN would still poison the sum.
+        self.keys[layer] = torch.zeros(rows, heads, self.capacity, key_dim, device=device)
+        self.values[layer] = torch.zeros(rows, heads, self.capacity, value_dim, device=device)
+
     def write(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if layer not in self.keys:
             rows, heads, _, dim = key.shape
-            self.keys[layer] = key.new_empty(rows, heads, self.capacity, dim)
-            self.values[layer] = value.new_empty(rows, heads, self.capacity, value.shape[-1])
+            self._allocate(layer, rows, heads, dim, value.shape[-1], key.device)
         end = self.length + self.query_len
         self.keys[layer][:, :, self.length:end] = key
         self.values[layer][:, :, self.length:end] = value
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def adopt(self, part: "_BatchState", start: int, end: int, width: int) -> None:
+        """Take rows ``start:end`` from a state that prefilled them alone, right-aligned at slot ``width``."""
+        filled = part.length
+        for layer, keys in part.keys.items():
+            if layer not in self.keys:
+                self._allocate(layer, len(self.pad), keys.shape[1], keys.shape[-1], part.values[layer].shape[-1],
+                               keys.device)
+            self.keys[layer][start:end, :, width - filled:width] = keys[:, :, :filled]
+            self.values[layer][start:end, :, width - filled:width] = part.values[layer][:, :, :filled]
+        self.length = width
 
     def select(self, index: torch.Tensor, groups: list[tuple[int, int, int]]) -> None:
         """Keep (or repeat) the rows in ``index``; rows must stay sorted by prefix group."""
@@ -188,7 +205,7 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=
     scale = scaling if scaling is not None else dim ** -0.5
     # (rows, kv_heads, group*q_len, dim): query head h reads kv head h // group, as repeat_kv does.
     q = query.float().reshape(rows, kv_heads, group * q_len, dim)
-    scores = torch.matmul(q, keys.float().transpose(-1, -2)) * scale
+    scores = torch.matmul(q, keys.transpose(-1, -2)) * scale
     scores = scores.view(rows, kv_heads, group, q_len, -1)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
@@ -196,7 +213,7 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=
     prefix = state.prefix_kv.get(layer)
     if prefix is None:
         probs = torch.softmax(scores, dim=-1)
-        out = torch.matmul(probs, values.float())
+        out = torch.matmul(probs, values)
     else:
         prefix_keys, prefix_values = prefix  # (groups, kv_heads, prefix_len, dim), float32
         prefix_scores = torch.empty(rows, kv_heads, group * q_len, state.prefix_len, device=q.device)
@@ -207,7 +224,7 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=
         if softcap is not None:
             prefix_scores = torch.tanh(prefix_scores / softcap) * softcap
         probs = torch.softmax(torch.cat([prefix_scores, scores], dim=-1), dim=-1)
-        out = torch.matmul(probs[..., state.prefix_len:], values.float())
+        out = torch.matmul(probs[..., state.prefix_len:], values)
         prefix_probs = probs[..., : state.prefix_len]
         for start, end, g in state.groups:
             block = prefix_probs[start:end].transpose(0, 1).reshape(kv_heads, -1, state.prefix_len)
@@ -311,7 +328,8 @@ class PrefixEngine:
             raise ValueError("generate_batch needs jobs with one shared prefix")
         if not self.uses_adapters and any(job.adapter is not None for job in jobs):
             raise ValueError("jobs name adapters but the model holds none")
-        order = sorted(range(len(jobs)), key=lambda i: jobs[i].adapter or "")
+        # rows sorted by adapter (each adapter's rows read its own prefix), then by suffix length
+        order = sorted(range(len(jobs)), key=lambda i: (jobs[i].adapter or "", len(jobs[i].suffix)))
         jobs = [jobs[i] for i in order]
         adapters = sorted({job.adapter for job in jobs}, key=lambda a: a or "")
         prefix_kv = self._prefix_kv(prefix, adapters)
@@ -319,21 +337,14 @@ class PrefixEngine:
         decoding = self.decoding
         device = self.device
         prefix_len = len(prefix)
+        max_position = prefix_len + max(len(job.suffix) for job in jobs) + decoding.max_new_tokens
 
-        # --- suffix pass: left-padded rows, true positions after the prefix
         lengths = torch.tensor([len(job.suffix) for job in jobs], device=device)
         width = int(lengths.max())
-        ids = torch.zeros(len(jobs), width, dtype=torch.long)
-        for r, job in enumerate(jobs):
-            ids[r, width - len(job.suffix):] = torch.tensor(job.suffix)
-        pad = width - lengths
-        slots = torch.arange(width, device=device)
-        positions = (prefix_len + slots[None, :] - pad[:, None]).clamp(min=prefix_len)
-        state = _BatchState(pad, width + decoding.max_new_tokens, prefix_len, prefix_kv, _slices(group_of))
-        logits = self._forward(state, ids.to(device), positions, [jobs[r].adapter for r in range(len(jobs))],
-                               prefix_len + width + decoding.max_new_tokens)
+        state = _BatchState(width - lengths, width + decoding.max_new_tokens, prefix_len, prefix_kv, _slices(group_of))
+        logits = self._prefill(state, jobs, group_of, width, max_position)
 
-        # --- fork rows: greedy + samples per job
+        # fork rows: greedy + samples per job (suffix keys/values are copied, the prefix stays shared)
         per_job = 1 + decoding.n_samples
         row_job = [r for r in range(len(jobs)) for _ in range(per_job)]
         row_sample = [s for _ in range(len(jobs)) for s in range(per_job)]
@@ -353,32 +364,31 @@ class PrefixEngine:
         active = torch.arange(n_rows, device=device)  # original row of each live row
         active_list = list(range(n_rows))
         seen_visible = torch.zeros(n_rows, dtype=torch.bool, device=device)
+        # reading "who finished" waits for the GPU; on CUDA look every few steps (finished rows idle meanwhile)
+        check_every = 1 if device.type == "cpu" else 4
         for step in range(decoding.max_new_tokens):
             next_tokens = self._choose(logits[:, -1], is_sample[active], uniforms[active, step])
             tokens[active, step] = next_tokens
-            if step + 1 < decoding.min_new_tokens:
-                finished = torch.zeros_like(next_tokens, dtype=torch.bool)
-                _, seen = self.stop.step(next_tokens, seen_visible[active])
-            else:
-                finished, seen = self.stop.step(next_tokens, seen_visible[active])
-            seen_visible[active] = seen
-            stop_at[active[finished]] = step
+            if step + 1 >= decoding.min_new_tokens:
+                finished, seen_visible[active] = self.stop.step(next_tokens, seen_visible[active])
+                live_stop = stop_at[active]
+                stop_at[active] = torch.where(finished & (live_stop < 0), step, live_stop)
             if step + 1 == decoding.max_new_tokens:
                 break
-            done = finished.tolist()
-            if all(done):
-                break
-            if any(done):
-                keep = [i for i, d in enumerate(done) if not d]
-                keep_t = torch.tensor(keep, device=device)
-                active_list = [active_list[i] for i in keep]
-                active = active[keep_t]
-                next_tokens = next_tokens[keep_t]
-                state.select(keep_t, _slices([group_of[row_job[r]] for r in active_list]))
+            if step + 1 >= decoding.min_new_tokens and (step + 1) % check_every == 0:
+                alive = (stop_at[active] < 0).tolist()
+                if not any(alive):
+                    break
+                if not all(alive):
+                    keep = [i for i, a in enumerate(alive) if a]
+                    keep_t = torch.tensor(keep, device=device)
+                    active_list = [active_list[i] for i in keep]
+                    active = active[keep_t]
+                    next_tokens = next_tokens[keep_t]
+                    state.select(keep_t, _slices([group_of[row_job[r]] for r in active_list]))
             positions = (prefix_len + lengths[active] + step)[:, None]
             logits = self._forward(state, next_tokens[:, None], positions,
-                                   [jobs[row_job[r]].adapter for r in active_list],
-                                   prefix_len + width + decoding.max_new_tokens)
+                                   [jobs[row_job[r]].adapter for r in active_list], max_position)
 
         tokens_cpu = tokens.cpu().tolist()
         stops = stop_at.cpu().tolist()
@@ -391,18 +401,43 @@ class PrefixEngine:
             restored[original] = results[sorted_pos]
         return restored
 
+    def _prefill(self, state: _BatchState, jobs: Sequence[Job], group_of: list[int], width: int,
+                 max_position: int) -> torch.Tensor:
+        """Run the suffixes in slices of similar length (little padding), each row at its true positions after
+        the prefix; the slices' keys/values land right-aligned in ``state``. Returns last-token logits."""
+        device = self.device
+        prefix_len = len(jobs[0].prefix)
+        logits = []
+        start = 0
+        while start < len(jobs):
+            end = start + 1
+            while (end < len(jobs) and group_of[end] == group_of[start]
+                   and (end + 1 - start) * len(jobs[end].suffix) <= PREFILL_TOKENS):
+                end += 1
+            part_jobs = jobs[start:end]
+            part_width = max(len(job.suffix) for job in part_jobs)
+            ids = torch.zeros(len(part_jobs), part_width, dtype=torch.long)
+            for r, job in enumerate(part_jobs):
+                ids[r, part_width - len(job.suffix):] = torch.tensor(job.suffix)
+            pad = torch.tensor([part_width - len(job.suffix) for job in part_jobs], device=device)
+            slots = torch.arange(part_width, device=device)
+            positions = (prefix_len + slots[None, :] - pad[:, None]).clamp(min=prefix_len)
+            part = _BatchState(pad, part_width, prefix_len, state.prefix_kv, [(0, len(part_jobs), group_of[start])])
+            logits.append(self._forward(part, ids.to(device), positions, [job.adapter for job in part_jobs],
+                                        max_position))
+            state.adopt(part, start, end, width)
+            start = end
+        return torch.cat(logits)
+
     def _choose(self, logits: torch.Tensor, is_sample: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-        """Greedy argmax, or inverse-CDF sampling at the temperature for sample rows."""
+        """Greedy argmax, or inverse-CDF sampling at the temperature for sample rows (no host sync)."""
         chosen = torch.argmax(logits, dim=-1)
-        if self.decoding.n_samples:
-            rows = is_sample.nonzero().squeeze(1)
-            if rows.numel():
-                probs = torch.softmax(logits[rows].float() / self.decoding.temperature, dim=-1)
-                cdf = torch.cumsum(probs, dim=-1)
-                target = (uniforms[rows] * cdf[:, -1])[:, None]
-                picked = torch.searchsorted(cdf, target).squeeze(1).clamp(max=logits.shape[-1] - 1)
-                chosen[rows] = picked
-        return chosen
+        if not self.decoding.n_samples:
+            return chosen
+        probs = torch.softmax(logits.float() / self.decoding.temperature, dim=-1)
+        cdf = torch.cumsum(probs, dim=-1)
+        picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None]).squeeze(1).clamp(max=logits.shape[-1] - 1)
+        return torch.where(is_sample, picked, chosen)
 
     def _forward(self, state: _BatchState, ids: torch.Tensor, positions: torch.Tensor,
                  adapters: list[str | None], max_position: int) -> torch.Tensor:
@@ -430,7 +465,7 @@ class PrefixEngine:
             self._forward(state, ids, positions, missing, len(prefix))
             for r, adapter in enumerate(missing):
                 self._prefix_cache[(prefix, adapter)] = {
-                    layer: (state.keys[layer][r].float(), state.values[layer][r].float()) for layer in state.keys
+                    layer: (state.keys[layer][r].clone(), state.values[layer][r].clone()) for layer in state.keys
                 }
         if not prefix:
             return None

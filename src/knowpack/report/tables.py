@@ -29,6 +29,8 @@ def _cell(values: pd.Series, digits: int = 2, signed: bool = False) -> str:
 
 def _by_size_and_mixture(frame: pd.DataFrame, data: ReportData, render) -> pd.DataFrame:
     """Rows: number of facts; columns: mixtures (sweep order); cells: ``render(group)``."""
+    if frame.empty:
+        return pd.DataFrame()
     mixtures = [m for m in data.mixtures if m in set(frame["mixture"])]
     rows = []
     for size in sorted(frame["unknown"].unique()):

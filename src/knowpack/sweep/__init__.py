@@ -16,7 +16,7 @@ import yaml
 
 from knowpack.errors import InputError, KnowpackError
 from knowpack.runfolder import open_run, read_parquet, write_bytes
-from knowpack.sweep.runs import DONE, FAILED, RunResult, SweepIndex, SweepJob, run_state
+from knowpack.sweep.runs import DONE, FAILED, RunResult, SweepIndex, SweepJob, base_model, is_complete, run_state
 from knowpack.sweep.spec import RunSpec, SweepConfig, load_sweep
 
 __all__ = ["SweepConfig", "load_sweep", "run_sweep", "Executor"]
@@ -146,29 +146,25 @@ def check_stage_options(config: SweepConfig) -> None:
 
 
 def prepare_data(config: SweepConfig, sweep_dir: Path) -> tuple[Path, Path]:
-    """The questions file and label folder: given, or made inside ``SWEEP_DIR/data/`` (resumed if half done)."""
+    """The questions file and label folder: given, or made inside ``SWEEP_DIR/data/`` (resumed if half done).
+    Labels are made on this process's base model, which the local executor then reuses for every run."""
     questions = config.questions
     if config.make_questions is not None:
         from knowpack.kg import QuestionsConfig, build_questions
 
-        folder = build_questions(
-            _stage_config(QuestionsConfig, config.make_questions, "data.make.questions", out=sweep_dir / "data" / "questions")
-        )
-        questions = folder / "questions.parquet"
+        folder = build_questions(_stage_config(QuestionsConfig, config.make_questions, "data.make.questions",
+                                               out=str(sweep_dir / "data" / "questions")))
+        questions = Path(folder) / "questions.parquet"
     labels = config.labels
     if config.make_labels is not None:
-        from knowpack.probe import LabelConfig, label
+        from knowpack.probe import LabelConfig, LabelTarget, label_loaded
 
-        labels = label(
-            _stage_config(
-                LabelConfig,
-                config.make_labels,
-                "data.make.labels",
-                model=config.model,
-                questions=questions,
-                out=sweep_dir / "data" / "labels",
-            )
-        )
+        labels = sweep_dir / "data" / "labels"
+        if not is_complete(labels):
+            label_config = _stage_config(LabelConfig, config.make_labels, "data.make.labels", model=config.model,
+                                         questions=questions, out=labels)
+            loaded = base_model(config.model, config.device, config.dtype, config.trust_remote_code)
+            label_loaded(loaded, label_config, [LabelTarget(out=labels)])
     assert questions is not None and labels is not None  # parse_sweep requires one source of each
     return Path(questions).resolve(), Path(labels).resolve()
 

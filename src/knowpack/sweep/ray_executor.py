@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from knowpack.errors import KnowpackError
-from knowpack.sweep.runs import FAILED, RunResult, SweepJob, execute_run
+from knowpack.sweep.runs import FAILED, RunResult, SweepJob, execute_run, release_base_models
 from knowpack.sweep.spec import RunSpec
 
 
@@ -65,6 +65,7 @@ class RayExecutor:
         if not runs:
             return
         ray = import_ray()
+        release_base_models()
         started_here = not ray.is_initialized()
         if started_here:
             try:

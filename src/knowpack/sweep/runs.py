@@ -61,9 +61,28 @@ class SweepJob:
         return self.out / "runs" / run.run_id
 
     def load_model(self):
+        return base_model(self.model, self.device, self.dtype, self.trust_remote_code)
+
+
+_BASE_MODELS: dict[tuple, object] = {}
+
+
+def base_model(model: str, device: str | None, dtype: str | None, trust_remote_code: bool):
+    """The base model, loaded at most once per process: labelling the sweep's data and every local run share it."""
+    key = (model, device, dtype, trust_remote_code)
+    if key not in _BASE_MODELS:
         from knowpack.models import load_model
 
-        return load_model(self.model, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+        _BASE_MODELS[key] = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    return _BASE_MODELS[key]
+
+
+def release_base_models() -> None:
+    """Drop this process's base models (the Ray driver does, so its copy does not hold a GPU the actors need)."""
+    _BASE_MODELS.clear()
+    import gc
+
+    gc.collect()
 
 
 @dataclass(frozen=True)
@@ -117,8 +136,12 @@ def run_state(run_dir: Path) -> tuple[str, int]:
     epochs = len([p for p in (run_dir / "epochs").glob("epoch_*") if p.is_dir()])
     if not train.get("complete"):
         return PARTIAL, epochs
-    evaluation = _manifest(run_dir / "eval")
-    return (DONE if evaluation and evaluation.get("complete") else TRAINED), epochs
+    return (DONE if is_complete(run_dir / "eval") else TRAINED), epochs
+
+
+def is_complete(folder: Path) -> bool:
+    manifest = _manifest(folder)
+    return bool(manifest and manifest.get("complete"))
 
 
 def _manifest(folder: Path) -> dict[str, Any] | None:

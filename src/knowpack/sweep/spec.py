@@ -7,6 +7,28 @@ so the same run keeps its id (and its finished folder) when a grid grows or is r
 
 The YAML is read with ``yaml.safe_load``; any key this module does not know and any value that cannot be a run
 (a negative count, a rank of 0, an unknown loss mask) is a one-line ``InputError`` naming the key.
+
+Schema (paths relative to the YAML file; see examples/study_grid.yaml and examples/cpu_grid.yaml)::
+
+    name: my-grid                      # optional; default the file's stem; the sweep folder is runs/<name>
+    model: smollm2-135m                # hub id, model folder, .gguf file or embedded model name
+    device: cuda | cpu                 # optional (default: cuda if available); dtype: optional (bfloat16, ...)
+    trust_remote_code: false
+    data:                              # questions + labels, either given ...
+      questions: path/questions.parquet
+      labels: path/label_folder
+      make:                            # ... or made in SWEEP_DIR/data/ (QuestionsConfig / LabelConfig fields)
+        questions: {source: embedded, per_bucket: 8}
+        labels: {n_prompts: 10, n_samples: 16}
+    train: {batch_size: 16, allow_repeat: false, extra_pool: path, ...}   # fixed TrainConfig fields
+    evaluate: {benchmarks: [mmlu], limit: 100, ...}                       # fixed EvaluateConfig fields
+    grid:                              # each: a value, a list, or a range
+      unknown: [1, 10, 50]             # required; range: {start: 10, stop: 50, step: 20}
+      mixtures: [none, highly-known:10, paraphrase:1 + highly-known:1]   # or {kinds: [...], ratios: [...], none: true}
+      rank: 1                          # also alpha, rslora, dropout, targets (mlp | attention | all-linear |
+      lr: {start: 1.0e-4, stop: 1.0e-2, num: 3, log: true}              #  names), loss_on (answer | all),
+      epochs: 10                       #  lr, epochs, seed
+      seed: [1, 2, 3]
 """
 
 from __future__ import annotations

@@ -157,7 +157,8 @@ def train_loaded(loaded: LoadedModel, config: TrainConfig) -> Path:
         return run.path
 
     facts = draw_facts(config)
-    chat = loaded.chat if config.chat is None else config.chat
+    # A custom template is plain text; otherwise the model's chat template unless the config says otherwise.
+    chat = (loaded.chat if config.chat is None else config.chat) and config.template is None
     texts = [format_example(loaded.tokenizer, fact, chat, config.template) for fact in facts]
     write_parquet(
         run.file(TRAIN_SET_FILE),

@@ -1,0 +1,67 @@
+"""`knowpack paraphrase`: filtering rules, input formats, and a run with a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from knowpack.errors import InputError
+from knowpack.kg.paraphrase import ParaphraseConfig, accept_paraphrases, clean_generation, load_questions, paraphrase_questions
+from knowpack.text import match_lenient, normalize
+
+
+def test_accept_keeps_new_answer_free_questions():
+    candidates = [
+        "1. Which nation has Paris as its capital city?",  # the answer "France" is absent: kept, numbering removed
+        "What is the capital of France?",  # the question itself
+        "what is the capital of france",  # the same after normalisation
+        "Is Paris the capital of France?",  # contains the answer
+        "Paris?",  # too short
+        '"Which nation has Paris as its capital city?"',  # duplicate of the first
+        "Question: Paris is the capital of which nation?",
+        "Which country's capital is Paris?",
+    ]
+    kept = accept_paraphrases(candidates, "What is the capital of France?", ["France", "French Republic"],
+                              existing=["Name the country whose capital is Paris."], k=2)
+    assert kept == ["Which nation has Paris as its capital city?", "Paris is the capital of which nation?"]
+
+
+def test_clean_generation():
+    assert clean_generation("\n\n- Rephrased question: Where was X born?\nextra") == "Where was X born?"
+    assert clean_generation("   ") == ""
+
+
+def test_input_formats(tmp_path):
+    text = tmp_path / "q.txt"
+    text.write_text("Who wrote Hamlet?\n\nWhat is the capital of Peru?\n")
+    table = load_questions(text)
+    assert table.column("question").to_pylist() == ["Who wrote Hamlet?", "What is the capital of Peru?"]
+    assert table.column("id").to_pylist() == ["q/0", "q/1"]
+    lines = tmp_path / "q.jsonl"
+    lines.write_text(json.dumps({"question": "Who wrote Hamlet?", "answer": "Shakespeare"}) + "\n")
+    assert load_questions(lines).column("aliases").to_pylist() == [["Shakespeare"]]
+    lines.write_text('{"answer": "x"}\n')
+    with pytest.raises(InputError, match='line 1 has no "question"'):
+        load_questions(lines)
+    with pytest.raises(InputError, match="expected a questions.parquet"):
+        load_questions(tmp_path / "q.csv")
+
+
+def test_paraphrase_run_with_a_tiny_model(tmp_path, tiny_model_dir):
+    source = tmp_path / "q.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in [
+        {"question": "What is the capital of France?", "answer": "Paris"},
+        {"question": "Who wrote Hamlet?", "answer": "William Shakespeare"},
+    ]))
+    config = ParaphraseConfig(questions=str(source), out=str(tmp_path / "p"), model=str(tiny_model_dir), k=3,
+                              rounds=2, samples_per_round=4, max_new_tokens=8, progress=False)
+    folder = paraphrase_questions(config)
+    rows = pq.read_table(folder / "questions.parquet").to_pylist()
+    for row in rows:
+        folded = [normalize(p) for p in row["paraphrases"]]
+        assert len(folded) == len(set(folded)) <= 3 and normalize(row["question"]) not in folded
+        assert not any(match_lenient(p, row["aliases"]) for p in row["paraphrases"])
+    assert json.loads((folder / "manifest.json").read_text())["complete"]
+    assert paraphrase_questions(config) == folder  # finished work is not redone
