@@ -9,6 +9,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from knowpack.probe import engine as engine_module
 from knowpack.probe.engine import Decoding, Job, PrefixEngine, sample_uniforms
 from knowpack.probe.label import attached_adapters
 from knowpack.probe.prompts import PromptSet, PromptSettings
@@ -88,7 +89,8 @@ def test_greedy_equals_generate_on_tiny_model(tiny, chat):
     assert_matches_generate(model, engine, jobs, 10)
 
 
-def test_rows_stop_at_the_end_of_their_answer(tiny):
+@pytest.mark.parametrize("check_every", [1, 3])
+def test_rows_stop_at_the_end_of_their_answer(tiny, monkeypatch, check_every):
     model, tokenizer = tiny
     # a stop rule where every token containing "e" counts as end of sequence: rows stop at different steps
     jobs = make_jobs(tokenizer, chat=True)
@@ -101,6 +103,8 @@ def test_rows_stop_at_the_end_of_their_answer(tiny):
     engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=12, stop_at_newline=False), batch_size=16)
     engine.stop.is_eos[:] = False
     engine.stop.is_eos[stop_token] = True
+    engine.check_every = check_every  # drop finished rows every step (CPU) or every few steps (GPU)
+    monkeypatch.setattr(engine_module, "PREFILL_TOKENS", 40)  # several prefill slices per batch
     generations = run(engine, jobs)
     assert len({len(g[0].tokens) for g in generations}) > 2  # finished rows left, the others went on
     for answer, gens in zip(answers, generations):

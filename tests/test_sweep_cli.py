@@ -33,21 +33,24 @@ def sweep_yaml(tmp_path):
 @pytest.fixture
 def started(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(knowpack.sweep, "run_sweep", lambda config, executor: calls.append((config, executor)) or tmp_path)
+    monkeypatch.setattr(knowpack.sweep, "run_sweep",
+                        lambda config, executor, overwrite: calls.append((config, executor, overwrite)) or tmp_path)
     return calls
 
 
 def test_flags_pick_the_executor(sweep_yaml, started, tmp_path, capsys):
     args = parse(["sweep", str(sweep_yaml), "--out", str(tmp_path / "o")])
     args.func(args)
-    config, executor = started[-1]
+    config, executor, overwrite = started[-1]
     assert isinstance(executor, LocalExecutor) and config.out == tmp_path / "o" and len(config.runs()) == 2
+    assert not overwrite
     assert "sweep done" in capsys.readouterr().out
 
-    args = parse(["sweep", str(sweep_yaml), "--executor", "ray", "--address", "auto", "--workers", "4"])
+    args = parse(["sweep", str(sweep_yaml), "--executor", "ray", "--address", "auto", "--workers", "4", "--overwrite"])
     args.func(args)
     executor = started[-1][1]
     assert isinstance(executor, RayExecutor) and (executor.address, executor.workers) == ("auto", 4)
+    assert started[-1][2], "--overwrite reaches run_sweep"
     assert started[-1][0].out.name == "s", "default out: runs/<name>, the name defaulting to the file's stem"
 
 

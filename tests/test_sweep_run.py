@@ -35,7 +35,7 @@ def data(tmp_path_factory, tiny_model_dir):
     } for i in range(N_FACTS)]
     questions = folder / "questions.parquet"
     write_parquet(questions, pa.Table.from_pylist(rows, schema=QUESTIONS_SCHEMA))
-    labels = label(LabelConfig(model=str(tiny_model_dir), questions=questions, out=folder / "labels", n_prompts=2,
+    labels = label(LabelConfig(model=str(tiny_model_dir), questions=questions, out=folder / "labels", n_prompts=1,
                                shots=1, n_samples=0, max_new_tokens=4, progress=False))
     table = read_parquet(labels / "labels.parquet").to_pandas().sort_values("question_id", ignore_index=True)
     table.loc[:3, ["category", "category_strict"]] = "HighlyKnown"
@@ -75,25 +75,26 @@ def model_loads(monkeypatch):
 
 
 def test_sweep_runs_every_point_once_and_skips_finished_runs(tmp_path, tiny_model_dir, data, model_loads):
-    config = load_sweep(sweep_file(tmp_path, tiny_model_dir, data), out=tmp_path / "out")
+    config = load_sweep(sweep_file(tmp_path, tiny_model_dir, data, unknown=[2, 3, 4], mixtures=["none"]),
+                        out=tmp_path / "out")
     out = run_sweep(config)
     index = read_parquet(out / "sweep.parquet").to_pandas()
     assert list(index.columns[:7]) == ["run_id", "unknown", "mixture", "rank", "lr", "epochs", "seed"]
-    assert len(index) == 4 and set(index["status"]) == {"done"} and set(index["epochs_done"]) == {2}
+    assert len(index) == 3 and set(index["status"]) == {"done"} and set(index["epochs_done"]) == {2}
     assert len(model_loads) == 1, "one base model for the whole sweep"
     for row in index.itertuples():
         run = out / row.run_dir
         manifest = json.loads((run / "manifest.json").read_text())
         assert manifest["config"]["unknown"] == row.unknown
-        assert manifest["config"]["extra"] == ([] if row.mixture == "none" else [row.mixture])
+        assert manifest["config"]["extra"] == []
         assert json.loads((run / "eval" / "manifest.json").read_text())["complete"]
         assert (run / "eval" / "reliability.parquet").is_file()
     sweep_manifest = json.loads((out / "manifest.json").read_text())
-    assert sweep_manifest["complete"] and sweep_manifest["n_runs"] == 4
-    assert yaml.safe_load((out / "sweep.yaml").read_text())["grid"]["mixtures"] == ["none", "highly-known:1"]
+    assert sweep_manifest["complete"] and sweep_manifest["n_runs"] == 3
+    assert yaml.safe_load((out / "sweep.yaml").read_text())["grid"]["unknown"] == [2, 3, 4]
 
     # half-finished: one run lost its last epoch and evaluation, another only its evaluation
-    half, unevaluated = (out / index.run_dir[0]), (out / index.run_dir[3])
+    half, unevaluated = (out / index.run_dir[0]), (out / index.run_dir[2])
     kept_epoch = half / "epochs" / "epoch_01" / "adapter_model.safetensors"
     kept_stat = kept_epoch.stat()
     shutil.rmtree(half / "epochs" / "epoch_02")
@@ -122,7 +123,7 @@ def test_sweep_runs_every_point_once_and_skips_finished_runs(tmp_path, tiny_mode
     report = make_report(ReportConfig(source=out))
     assert {"reliability_per_epoch.png", "shift_vs_facts.png", "refusals_collapse.png"} <= {
         p.name for p in report.glob("*.png")}
-    assert "4 evaluated runs" in (report / "report.md").read_text()
+    assert "3 evaluated runs" in (report / "report.md").read_text()
 
 
 def test_sweep_makes_its_questions_and_labels_on_the_same_loaded_model(tmp_path, tiny_model_dir, model_loads):
@@ -154,7 +155,7 @@ def test_grown_grid_resumes_in_place_and_another_model_is_refused(tmp_path, tiny
     assert done == [2, 2, 3]
     other = load_sweep(sweep_file(tmp_path, tiny_model_dir, data), out=tmp_path / "o")
     other.model = "smollm2-135m"
-    with pytest.raises(RunConflictError):
+    with pytest.raises(RunConflictError, match="--overwrite"):
         run_sweep(other)
 
 

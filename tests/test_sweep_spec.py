@@ -55,7 +55,7 @@ def test_run_ids_are_stable_across_grid_order_and_growth(tmp_path):
 def test_ranges_and_mixture_ranges(tmp_path):
     config = load_sweep(write(tmp_path, {**base(), "grid": {
         "unknown": {"start": 10, "stop": 30, "step": 10},
-        "lr": {"start": 1e-4, "stop": 1e-2, "num": 3, "log": True},
+        "lr": {"start": "1e-4", "stop": 1e-2, "num": 3, "log": True},
         "rank": {"start": 1, "stop": 8, "num": 4},
         "mixtures": {"kinds": ["highly-known", "paraphrase"], "ratios": [1, 10]},
     }}))
@@ -64,6 +64,12 @@ def test_ranges_and_mixture_ranges(tmp_path):
     assert config.grid["rank"] == [1, 3, 6, 8]
     assert config.grid["mixtures"] == ["none", "highly-known:1", "highly-known:10", "paraphrase:1", "paraphrase:10"]
     assert expand_range({"start": 0.1, "stop": 0.3, "step": 0.1}, "dropout") == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    """PyYAML reads 1e-3 as a string; the sweep file still means a learning rate."""
+    config = load_sweep(write(tmp_path, "model: m\ndata: {questions: q, labels: l}\ngrid: {unknown: 1, lr: [1e-3, 5e-4]}\n"))
+    assert config.grid["lr"] == [0.001, 0.0005]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ Layout inside the training run folder (``RUN/eval/`` unless ``out`` says otherwi
     eval/probe_questions.parquet    the packed facts + their held-out paraphrases (questions.parquet schema)
     eval/probe_labels/epoch_NN/     labels of that set: epoch_00 = base model, then every epoch's adapter
     eval/labels/epoch_NN/           labels of ALL questions with the adapters of the shift epochs
-    eval/benchmarks/                harness task folder + one results file per model (resume unit)
+    eval/benchmarks/<model>.parquet harness results of one model (the resume unit)
     eval/*.parquet, summary.json    the tables of docs/metrics.md
 
 "Before" is always the base label folder the run was trained from, and every "after" label folder is made with
@@ -399,7 +399,8 @@ def _benchmark_summary(table: pd.DataFrame, config: EvaluateConfig) -> dict[str,
     for r in bench.headline(table).itertuples() if len(table) else ():
         entry = results.setdefault(f"{r.benchmark}/{r.metric}", {"task_version": r.task_version,
                                                                   "num_fewshot": r.num_fewshot})
-        entry[r.model] = {"value": r.value, "stderr": r.stderr, "n": r.n_samples}
+        stderr = None if pd.isna(r.stderr) else r.stderr  # JSON has no NaN
+        entry[r.model] = {"value": r.value, "stderr": stderr, "n": r.n_samples}
     return {"settings": settings, "results": results}
 
 

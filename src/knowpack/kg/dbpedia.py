@@ -221,6 +221,7 @@ def build_dbpedia(
     records: list[tuple] = []
     usable = np.zeros(3 * n_relations, dtype=np.int64)
     label_of: dict[bytes, str] = {}
+    looked_up: set[bytes] = set()
     redirect_names: dict[bytes, list[str]] = {}
     taken = np.zeros(3 * n_relations, dtype=np.int64)
     want = np.where(group_size > 0, 2 * per_bucket + 10, 0)
@@ -233,8 +234,9 @@ def build_dbpedia(
         want[short] *= 2
         subject_keys = scan.entities.take(pa.array(cand_subject[batch])).to_pylist()
         object_keys = scan.entities.take(pa.array(cand_object[batch])).to_pylist()
-        if labels:
-            new = (set(subject_keys) | set(object_keys)) - label_of.keys()
+        if labels:  # one pass over the labels dumps per round, for keys not looked up before
+            new = (set(subject_keys) | set(object_keys)) - looked_up
+            looked_up |= new
             label_of.update(read_labels(labels, new, strict=strict, max_bad_lines=max_bad_lines))
         if redirects:
             new = set(object_keys) - redirect_names.keys()

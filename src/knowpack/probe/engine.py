@@ -299,6 +299,8 @@ class PrefixEngine:
         vocab = model.get_output_embeddings().weight.shape[0]
         self.stop = StopRule(model, tokenizer, vocab, decoding.stop_at_newline, self.device)
         self.uses_adapters = hasattr(model, "peft_config")
+        # reading "who finished" waits for the device; on a GPU look every few steps (finished rows idle meanwhile)
+        self.check_every = 1 if self.device.type == "cpu" else 4
         self._prefix_cache: dict[tuple[tuple[int, ...], str | None], dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         self._cached_prefix: tuple[int, ...] | None = None
 
@@ -364,8 +366,6 @@ class PrefixEngine:
         active = torch.arange(n_rows, device=device)  # original row of each live row
         active_list = list(range(n_rows))
         seen_visible = torch.zeros(n_rows, dtype=torch.bool, device=device)
-        # reading "who finished" waits for the GPU; on CUDA look every few steps (finished rows idle meanwhile)
-        check_every = 1 if device.type == "cpu" else 4
         for step in range(decoding.max_new_tokens):
             next_tokens = self._choose(logits[:, -1], is_sample[active], uniforms[active, step])
             tokens[active, step] = next_tokens
@@ -375,7 +375,7 @@ class PrefixEngine:
                 stop_at[active] = torch.where(finished & (live_stop < 0), step, live_stop)
             if step + 1 == decoding.max_new_tokens:
                 break
-            if step + 1 >= decoding.min_new_tokens and (step + 1) % check_every == 0:
+            if step + 1 >= decoding.min_new_tokens and (step + 1) % self.check_every == 0:
                 alive = (stop_at[active] < 0).tolist()
                 if not any(alive):
                     break

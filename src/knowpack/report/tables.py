@@ -150,12 +150,16 @@ def summary(data: ReportData) -> str:
     if len(final):
         means = final.groupby(["unknown", "mixture"])["reliability"].mean()
         worst = means.idxmin()
-        kept = [int(u) for u in sizes if means.xs(u, level="unknown").min() >= 0.95]
+        held = 0  # the largest size up to which every mixture (and every smaller size) stays at or above 95%
+        for size in sizes:
+            if means.xs(size, level="unknown").min() < 0.95:
+                break
+            held = int(size)
         if len(means) == 1:
             sentences.append(f"After the last epoch the adapter answers {means.iloc[0]:.0%} of the packed facts correctly.")
         else:
-            reach = f"stays at or above 95% up to {kept[-1]} facts for every mixture" if kept and kept[0] == sizes[0] \
-                else "falls below 95% already at the smallest size for some mixture"
+            reach = (f"stays at or above 95% up to {held} fact{'s' if held != 1 else ''} for every mixture" if held
+                     else "is below 95% already at the smallest size for some mixture")
             sentences.append(
                 f"Reliability on the packed facts after the last epoch {reach}; its lowest value, {means.min():.0%}, "
                 f"is for {worst[0]} facts with {mixture_label(worst[1])}."
@@ -164,11 +168,17 @@ def summary(data: ReportData) -> str:
         cells = data.shift.groupby(["unknown", "mixture"])[["positive", "negative"]].mean()
         more_negative = int((cells["negative"] > cells["positive"]).sum())
         worst = cells["negative"].idxmax()
-        sentences.append(
-            f"Packing moved other questions both ways: the negative shift (known facts forgotten) exceeds the positive "
-            f"one in {more_negative} of {len(cells)} condition{'s' if len(cells) != 1 else ''}, and is largest, "
-            f"{cells['negative'].max():.1%} of all questions, for {worst[0]} facts with {mixture_label(worst[1])}."
-        )
+        if len(cells) == 1:
+            sentences.append(
+                f"Packing shifted other knowledge: {cells['positive'].iloc[0]:.1%} of all questions rose a category "
+                f"and {cells['negative'].iloc[0]:.1%} fell one."
+            )
+        else:
+            sentences.append(
+                f"Packing shifted other knowledge: the negative shift (questions that fell a category) exceeds the "
+                f"positive one in {more_negative} of {len(cells)} conditions and is largest, "
+                f"{cells['negative'].max():.1%} of all questions, for {worst[0]} facts with {mixture_label(worst[1])}."
+            )
     if len(data.effects) and "refusal_rate" in data.effects and data.base_effects.get("refusal_rate") is not None:
         sentences.append(
             f"The base model refuses {data.base_effects['refusal_rate']:.1%} of answers; after packing the refusal "
@@ -176,7 +186,9 @@ def summary(data: ReportData) -> str:
         )
     if len(data.effects) and "distinct_answers" in data.effects and data.base_effects.get("distinct_answers"):
         ratio = data.effects["distinct_answers"].min() / data.base_effects["distinct_answers"]
-        sentences.append(f"At worst the number of distinct answers drops to {ratio:.0%} of the base model's.")
+        sentences.append(
+            f"At worst the number of distinct answers drops to {ratio:.0%} of the base model's (answer collapse)."
+            if ratio < 1 else "The number of distinct answers never falls below the base model's (no answer collapse).")
     if len(data.benchmarks) and len(data.base_benchmarks):
         merged = data.benchmarks.merge(data.base_benchmarks, on="score", suffixes=("", "_base"))
         merged["delta"] = merged["value"] - merged["value_base"]
@@ -186,6 +198,7 @@ def summary(data: ReportData) -> str:
         sentences.append(
             f"On external benchmarks the largest drop is on {worst[0]}: {base_value:.3f} for the base model vs "
             f"{base_value + cells.min():.3f} after packing {worst[1]} facts with {mixture_label(worst[2])}."
+            if cells.min() < 0 else "No external benchmark score fell below the base model's."
         )
     return " ".join(sentences)
 

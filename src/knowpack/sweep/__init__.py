@@ -32,8 +32,9 @@ class Executor(Protocol):
         """Do ``runs`` (train + evaluate each) and call ``record(RunResult)`` as each one ends."""
 
 
-def run_sweep(config: SweepConfig, executor: Executor | None = None) -> Path:
-    """Run every unfinished run of the sweep; returns the sweep folder. Raises KnowpackError if runs failed."""
+def run_sweep(config: SweepConfig, executor: Executor | None = None, *, overwrite: bool = False) -> Path:
+    """Run every unfinished run of the sweep; returns the sweep folder. Raises KnowpackError if runs failed.
+    ``overwrite`` empties a sweep folder made with another model, data or fixed options (all its runs go)."""
     from knowpack.sweep.local import LocalExecutor
 
     executor = executor or LocalExecutor()
@@ -44,6 +45,7 @@ def run_sweep(config: SweepConfig, executor: Executor | None = None) -> Path:
         "sweep",
         sweep_key(config),
         {name: path for name, path in (("questions", config.questions), ("labels", config.labels)) if path},
+        overwrite=overwrite,
     )
     sweep.note(complete=False, grid=config.grid, runs=[run.run_id for run in runs], executor=executor.name)
     write_bytes(sweep.file(SWEEP_FILE), yaml.safe_dump(describe(config), sort_keys=False).encode())

@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else one per --cpus-per-worker CPUs)")
     parser.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs per Ray actor without GPUs (default 1)")
     parser.add_argument("--out", help="sweep folder (default runs/<name>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="empty a sweep folder made with another model, data or fixed options (its runs are lost)")
     parser.set_defaults(func=run)
 
 
@@ -36,5 +38,5 @@ def run(args: argparse.Namespace) -> None:
         if args.executor == "ray"
         else LocalExecutor()
     )
-    out = run_sweep(config, executor=executor)
+    out = run_sweep(config, executor=executor, overwrite=args.overwrite)
     print(f"sweep done: {out}  (index: {out / 'sweep.parquet'}; report: knowpack report {out})")

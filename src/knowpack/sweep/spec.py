@@ -75,18 +75,32 @@ def _int_at_least(minimum: int) -> Callable[[str, Any], int]:
     return check
 
 
-def _positive_number(key: str, value: Any) -> float:
+def as_number(value: Any) -> float | None:
+    """A finite number, or None. Strings count: PyYAML reads ``1e-3`` (no dot) as the string '1e-3'."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def _positive_number(key: str, value: Any) -> float:
+    number = as_number(value)
+    if number is None:
         raise InputError(f"grid.{key}: {value!r} is not a number")
-    if value <= 0:
+    if number <= 0:
         raise InputError(f"grid.{key}: {value} must be greater than 0")
-    return float(value)
+    return float(number)
 
 
 def _dropout(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    number = as_number(value)
+    if number is None or not 0 <= number < 1:
         raise InputError(f"grid.{key}: {value!r} must be a number in [0, 1)")
-    return float(value)
+    return float(number)
 
 
 def _flag(key: str, value: Any) -> bool:
@@ -296,15 +310,15 @@ def expand_range(spec: Mapping[str, Any], key: str) -> list[int | float]:
     _refuse_unknown(spec, RANGE_KEYS, f"grid.{key}.")
     if "start" not in spec or "stop" not in spec or ("step" in spec) == ("num" in spec):
         raise InputError(f"grid.{key}: a range needs start, stop and exactly one of step or num")
-    start, stop = spec["start"], spec["stop"]
+    start, stop = as_number(spec["start"]), as_number(spec["stop"])
     for name, value in (("start", start), ("stop", stop)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"grid.{key}.{name}: {value!r} is not a number")
+        if value is None:
+            raise InputError(f"grid.{key}.{name}: {spec[name]!r} is not a number")
     if stop < start:
         raise InputError(f"grid.{key}: stop {stop} is below start {start}")
     if "step" in spec:
-        step = spec["step"]
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+        step = as_number(spec["step"])
+        if step is None or step <= 0:
             raise InputError(f"grid.{key}.step: {step!r} must be a number greater than 0")
         if "log" in spec:
             raise InputError(f"grid.{key}.log: only with num (log-spaced points)")
