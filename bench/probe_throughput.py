@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from knowpack.probe.engine import Decoding, Job, PrefixEngine
 from knowpack.probe.prompts import PromptSet, PromptSettings

@@ -19,10 +19,19 @@ QUESTIONS = [
     "Who wrote the novel War and Peace?",
     "Which river flows through the city of Vienna, the capital of Austria?",
     "Who painted The Starry Night?",
-    "What is the chemical symbol of gold?",
     "Which country has the largest population in Africa?",
 ]
 
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these tiny models gain nothing from two, and on a shared 2-core machine two threads
+    spin against other processes and run several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
 def lively_model_dir(tiny_model_dir, tmp_path_factory):
@@ -85,8 +94,8 @@ def assert_matches_generate(model, engine, jobs, max_new_tokens):
 def test_greedy_equals_generate_on_tiny_model(tiny, chat):
     model, tokenizer = tiny
     jobs = make_jobs(tokenizer, chat)
-    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=10), batch_size=4)
-    assert_matches_generate(model, engine, jobs, 10)
+    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=8), batch_size=4)
+    assert_matches_generate(model, engine, jobs, 8)
 
 
 @pytest.mark.parametrize("check_every", [1, 3])
@@ -121,8 +130,8 @@ def test_forced_length_never_stops_early(tiny):
 
 def test_sampling_is_seeded_per_prompt_not_per_batch(tiny):
     model, tokenizer = tiny
-    jobs = make_jobs(tokenizer, chat=True)
-    decoding = Decoding(max_new_tokens=6, n_samples=3, temperature=1.0)
+    jobs = make_jobs(tokenizer, chat=True, n_prompts=1)
+    decoding = Decoding(max_new_tokens=5, n_samples=3, temperature=1.0)
     big = run(PrefixEngine(model, tokenizer, decoding, batch_size=64), jobs)
     small = run(PrefixEngine(model, tokenizer, decoding, batch_size=4), jobs[::-1])[::-1]
     assert [[g.tokens for g in gens] for gens in big] == [[g.tokens for g in gens] for gens in small]
@@ -131,7 +140,7 @@ def test_sampling_is_seeded_per_prompt_not_per_batch(tiny):
     reseeded = [Job(j.prefix, j.suffix, None, j.seed + 100) for j in jobs]
     other = run(PrefixEngine(model, tokenizer, decoding, batch_size=64), reseeded)
     assert [g[1].tokens for g in other] != [g[1].tokens for g in big]
-    greedy = run(PrefixEngine(model, tokenizer, Decoding(max_new_tokens=6), batch_size=64), jobs)
+    greedy = run(PrefixEngine(model, tokenizer, Decoding(max_new_tokens=5), batch_size=64), jobs)
     assert [g[0].tokens for g in greedy] == [g[0].tokens for g in big]
 
 
@@ -152,7 +161,7 @@ def test_several_adapters_in_one_batch(tiny, lively_model_dir, tmp_path):
                             init_lora_weights=False)
         get_peft_model(base, config).save_pretrained(tmp_path / name)
         folders[name] = tmp_path / name
-    base_jobs = make_jobs(tokenizer, chat=True)
+    base_jobs = make_jobs(tokenizer, chat=True, n_prompts=1)
     jobs = [Job(j.prefix, j.suffix, adapter, j.seed) for adapter in (None, "one", "two") for j in base_jobs]
     with attached_adapters(model, folders) as peft_model:
         engine = PrefixEngine(peft_model, tokenizer, Decoding(max_new_tokens=8), batch_size=64)
@@ -173,8 +182,8 @@ def test_several_adapters_in_one_batch(tiny, lively_model_dir, tmp_path):
 def test_greedy_equals_generate_on_embedded_model(embedded_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
     model = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32).eval()
-    jobs = make_jobs(tokenizer, chat=True, n_prompts=2)
-    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=12), batch_size=8)
+    jobs = make_jobs(tokenizer, chat=True, n_prompts=1)
+    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=10), batch_size=8)
     generations = run(engine, jobs)
     assert sum(g[0].stopped for g in generations) >= len(jobs) // 2  # real answers end at <|im_end|>
-    assert_matches_generate(model, engine, jobs, 12)
+    assert_matches_generate(model, engine, jobs, 10)

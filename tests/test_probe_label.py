@@ -41,6 +41,16 @@ def write_questions(path, aliases=None):
     return path
 
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these tiny models gain nothing from two, and on a shared 2-core machine two threads
+    spin against other processes and run several times slower. Per test: ``load_model`` sets all cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 @pytest.fixture(scope="module")
 def lively_dir(tiny_model_dir, tmp_path_factory):
     """Tiny model with large random weights, so its answers differ by question (the default init echoes)."""

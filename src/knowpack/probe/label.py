@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from knowpack.errors import InputError
 from knowpack.models import LoadedModel, load_model
 from knowpack.probe.engine import Decoding, Job, PrefixEngine
-from knowpack.probe.prompts import PromptSet, PromptSettings, pool_fingerprint
+from knowpack.probe.prompts import FORMAT_VERSION, PromptSet, PromptSettings, pool_fingerprint
 from knowpack.probe.store import ResponseStore, item_key
 from knowpack.runfolder import atomic_path, open_run, read_parquet, sha256_file, write_parquet
 from knowpack.text import extract_answer, match_lenient, match_strict, normalized_aliases
@@ -152,7 +152,8 @@ def label_loaded(loaded: LoadedModel, config: LabelConfig, targets: Sequence[Lab
                                        chat=chat)
         run = open_run(target.out, "label", resolved, inputs, overwrite=config.overwrite,
                        extra_key={"model_fingerprint": loaded.fingerprint, "adapter_fingerprint": adapter_fp,
-                                  "dtype": dtype, "exemplar_pool": pool_fingerprint()})
+                                  "dtype": dtype, "exemplar_pool": pool_fingerprint(),
+                                  "prompt_format": FORMAT_VERSION})
         if run.complete:
             continue
         run.note(model=loaded.spec, adapter=str(target.adapter) if target.adapter else None)
