@@ -264,3 +264,15 @@ def test_spillover_reasons_and_table5():
     assert summary.loc[("all", "shifted")].n_shifted == 6
     assert summary.loc[("all", "UK→HK")].n_shifted == 2
     assert math.isclose(summary.loc[("not_trained", "shifted")].explained, 4 / 5)
+
+
+def test_direction_handles_no_questions_and_string_dtype():
+    import pandas as pd
+
+    from knowpack.evaluate.shift import direction
+
+    empty = pd.Series([], dtype="str")
+    assert direction(empty, empty).tolist() == []
+    before = pd.Series(["Unknown", "HighlyKnown", "MaybeKnown"], dtype="str")
+    after = pd.Series(["HighlyKnown", "Unknown", "MaybeKnown"], dtype="str")
+    assert direction(before, after).tolist() == [1, -1, 0]

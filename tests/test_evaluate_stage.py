@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from knowpack.assets import cache_dir
 from knowpack.errors import InputError
 from knowpack.evaluate import EvaluateConfig, compare, evaluate_loaded
 from knowpack.evaluate import cli as evaluate_cli
@@ -103,7 +104,11 @@ def test_evaluate_writes_every_table(loaded, trained_run):
         assert (out / f"{name}.parquet").is_file()
     bench = pq.read_table(out / "benchmarks.parquet").to_pandas()
     assert set(bench["model"]) == {"base", "epoch_02"}
-    assert (out / "benchmarks" / "base.parquet").is_file()
+    assert (out / "benchmarks" / "epoch_02.parquet").is_file()
+    assert not (out / "benchmarks" / "base.parquet").exists(), "base scores live in the shared cache"
+    cached = list((cache_dir() / "benchmark_scores").glob("base-*.parquet"))
+    assert any(pq.read_table(f).to_pandas().equals(bench[bench["model"] == "base"].reset_index(drop=True))
+               for f in cached)
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["facts"] == 3 and summary["epochs"] == [1, 2] and summary["shift_epochs"] == [2]

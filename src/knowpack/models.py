@@ -76,7 +76,7 @@ def load_model(
     folder, fingerprint, chat = resolve_model(spec, trust_remote_code=trust_remote_code)
     target = torch.device(device) if device else default_device()
     torch_dtype = getattr(torch, dtype) if dtype else default_dtype(target)
-    if target.type == "cpu":
+    if target.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # a user's thread limit wins (shared hosts)
         torch.set_num_threads(os.cpu_count() or 1)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)

@@ -235,7 +235,7 @@ def open_run(
                 "choose another --out or pass --overwrite"
             )
         _clear(path)
-    elif path.exists() and any(path.iterdir()) and not overwrite:
+    elif path.exists() and any(not is_temp_leftover(child) for child in path.iterdir()) and not overwrite:
         raise RunConflictError(f"{path}: folder is not empty and holds no knowpack run; pass --overwrite to reuse it")
     path.mkdir(parents=True, exist_ok=True)
     manifest = {
@@ -250,6 +250,11 @@ def open_run(
     }
     write_json(manifest_path, manifest)
     return RunFolder(path, stage, key, manifest)
+
+
+def is_temp_leftover(path: Path) -> bool:
+    """A temp file of :func:`atomic_path` that a killed process left: never finished work, safe to ignore."""
+    return path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file()
 
 
 def _clear(path: Path) -> None:

@@ -13,6 +13,7 @@ appears nowhere in the train set, so the shift there is pure spill-over).
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from knowpack.errors import InputError
@@ -46,8 +47,10 @@ def paired_categories(
 
 def direction(before: pd.Series, after: pd.Series) -> pd.Series:
     """+1 for a positive shift, -1 for a negative one, 0 for none."""
-    delta = after.map(RANK).astype("int64") - before.map(RANK).astype("int64")
-    return delta.clip(-1, 1).astype("int8")
+    # Plain integer arrays: pandas keeps an empty string Series' dtype through .map, which then cannot subtract.
+    rank_before = np.fromiter((RANK[c] for c in before), dtype=np.int64, count=len(before))
+    rank_after = np.fromiter((RANK[c] for c in after), dtype=np.int64, count=len(after))
+    return pd.Series(np.sign(rank_after - rank_before).astype(np.int8), index=before.index)
 
 
 def _scoped(pairs: pd.DataFrame):

@@ -34,7 +34,8 @@ from knowpack.evaluate.reliability import best_epoch, heldout_paraphrase_questio
 from knowpack.evaluate.shift import CATEGORY_COLUMN, matrix_grid, paired_categories, shift_fractions, shift_matrix
 from knowpack.evaluate.spillover import spillover_questions, spillover_summary
 from knowpack.models import LoadedModel, load_model
-from knowpack.runfolder import MANIFEST, open_run, read_parquet, write_json, write_parquet
+from knowpack.assets import cache_dir
+from knowpack.runfolder import MANIFEST, config_dict, open_run, read_parquet, stable_hash, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -275,12 +276,20 @@ def _benchmarks(loaded: LoadedModel, config: EvaluateConfig, work_dir: Path, run
     plan = None
     parts = []
     for label, adapter in [("base", None), *((epoch_dir(e), run.epochs[e]) for e in shift_epochs)]:
-        done = work_dir / f"{label}.parquet"
+        done = _base_scores_file(loaded, config) if adapter is None else work_dir / f"{label}.parquet"
         if not done.is_file():
             plan = plan or bench.plan_tasks(config.benchmark_config())
             write_parquet(done, bench.run_benchmarks(loaded, label, adapter, config.benchmark_config(), plan))
         parts.append(read_parquet(done).to_pandas())
     return pd.concat(parts, ignore_index=True)
+
+
+def _base_scores_file(loaded: LoadedModel, config: EvaluateConfig) -> Path:
+    """The base model's scores do not depend on the run, so every run of a sweep shares one cached file, keyed
+    by the weights' fingerprint, the dtype and the result-affecting benchmark settings."""
+    key = stable_hash({"model": loaded.fingerprint, "dtype": _dtype(loaded),
+                       "benchmarks": config_dict(config.benchmark_config())})
+    return cache_dir() / "benchmark_scores" / f"base-{key}.parquet"
 
 
 def measure(*, questions: pd.DataFrame, train_set: pd.DataFrame, unknown_ids: list[str], paraphrase_ids: list[str],

@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     parser.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     parser.add_argument("--dtype", help="bfloat16 / float16 / float32 (default: bf16 on GPU, fp32 on CPU)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="generated sequences per batch")
+    parser.add_argument("--chunk-rows", type=int, default=defaults.chunk_rows,
+                        help="generations kept in memory before a store chunk is written (a crash loses at most these)")
     parser.add_argument("--store", type=Path, help="shared response store folder (default: OUT/store)")
     parser.add_argument("--overwrite", action="store_true", help="replace a label folder made with other settings")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -62,6 +64,7 @@ def _run(args: argparse.Namespace) -> None:
         dtype=args.dtype,
         device=args.device,
         batch_size=args.batch_size,
+        chunk_rows=args.chunk_rows,
         store=args.store,
         overwrite=args.overwrite,
         progress=not args.no_progress,

@@ -60,6 +60,9 @@ LABELS_SCHEMA = pa.schema(
     ]
 )
 ENCODE_ROWS = 4096  # questions rendered and tokenised at a time (bounds memory for large question sets)
+# responses.parquet row groups hold this many rows whatever the store's chunking, so a resumed run writes the
+# same bytes as an uninterrupted one
+RESPONSES_ROW_GROUP = 65_536
 
 
 @dataclass
@@ -84,6 +87,8 @@ class LabelConfig:
     dtype: str | None = None
     device: str | None = field(default=None, metadata=NOT_RESULT)
     batch_size: int = field(default=64, metadata=NOT_RESULT)
+    # generations buffered before a store chunk is written: what a crash can lose, and what memory holds
+    chunk_rows: int = field(default=20_000, metadata=NOT_RESULT)
     store: Path | None = field(default=None, metadata=NOT_RESULT)
     overwrite: bool = field(default=False, metadata=NOT_RESULT)
     progress: bool = field(default=True, metadata=NOT_RESULT)
@@ -157,7 +162,8 @@ def label_loaded(loaded: LoadedModel, config: LabelConfig, targets: Sequence[Lab
         if run.complete:
             continue
         run.note(model=loaded.spec, adapter=str(target.adapter) if target.adapter else None)
-        store = ResponseStore(Path(config.store) if config.store else Path(target.out) / "store", scope)
+        store = ResponseStore(Path(config.store) if config.store else Path(target.out) / "store", scope,
+                              chunk_rows=config.chunk_rows)
         pending.append(_Pending(run, store, f"knowpack_{index}" if target.adapter else None, target.adapter))
 
     if pending:
@@ -368,6 +374,34 @@ def _category(greedy_right: np.ndarray, sample_right: np.ndarray) -> list[str]:
     return out
 
 
+class _FixedRowGroupWriter:
+    """A Parquet writer whose row groups do not depend on how the rows were handed to it."""
+
+    def __init__(self, path: Path, schema: pa.Schema, rows_per_group: int):
+        self._writer = pq.ParquetWriter(path, schema)
+        self._rows_per_group = rows_per_group
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def write_table(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= self._rows_per_group:
+            merged = pa.concat_tables(self._pending)
+            full = merged.num_rows - merged.num_rows % self._rows_per_group
+            self._writer.write_table(merged.slice(0, full), row_group_size=self._rows_per_group)
+            self._pending = [merged.slice(full)]
+            self._pending_rows = merged.num_rows - full
+
+    def __enter__(self) -> "_FixedRowGroupWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pending_rows and exc[0] is None:
+            self._writer.write_table(pa.concat_tables(self._pending))
+        self._writer.close()
+
+
 def _write_outputs(item: _Pending, tokenizer, questions: Questions, expected: np.ndarray, n_prompts: int,
                    n_samples: int) -> None:
     """Stream the store into ``responses.parquet`` (matching each answer) and aggregate ``labels.parquet``."""
@@ -379,7 +413,7 @@ def _write_outputs(item: _Pending, tokenizer, questions: Questions, expected: np
     counts = np.zeros((n_rows, n_prompts), dtype=np.int64)
     run = item.run
     with atomic_path(run.file("responses.parquet")) as tmp:
-        with pq.ParquetWriter(tmp, RESPONSES_SCHEMA) as writer:
+        with _FixedRowGroupWriter(tmp, RESPONSES_SCHEMA, RESPONSES_ROW_GROUP) as writer:
             for chunk_index, table in enumerate(item.store.iter_tables()):
                 cols = table.to_pydict()
                 out = {name: [] for name in RESPONSES_SCHEMA.names}

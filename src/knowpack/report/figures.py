@@ -276,7 +276,7 @@ def spillover_reasons(spill: pd.DataFrame, mixtures: list[str], path: Path) -> P
                   .assign(o=lambda f: f["mixture"].map(order)).sort_values(["unknown", "o"]))
     names = [f"{u} fact{'s' if u != 1 else ''}, {mixture_label(m)}"
              for u, m in zip(conditions["unknown"], conditions["mixture"])]
-    fig, axes = plt.subplots(1, len(directions), figsize=(4.3 * len(directions) + 3.5, 0.33 * len(names) + 2.0),
+    fig, axes = plt.subplots(1, len(directions), figsize=(4.3 * len(directions) + 3.5, max(2.8, 0.33 * len(names) + 2.0)),
                              squeeze=False, sharey=True)
     for ax, direction in zip(axes[0], directions):
         part = spill[spill["direction"] == direction]

@@ -139,12 +139,12 @@ def summary(data: ReportData) -> str:
         return (f"No run of this {data.kind} has a complete evaluation yet ({len(data.runs)} run(s) listed); "
                 "finish the runs and make the report again.")
     sizes = sorted(runs["unknown"].unique())
-    seeds = runs["seed"].nunique()
+    seeds, mixtures = runs["seed"].nunique(), runs["mixture"].nunique()
     sentences = [
         f"This report covers {len(runs)} evaluated run{'s' if len(runs) != 1 else ''}"
         + (f" of {len(data.runs)}" if len(runs) < len(data.runs) else "")
-        + f": {_sizes(sizes)} packed fact{'s' if sizes[-1] != 1 else ''}, {len(data.mixtures)} mixture"
-        + f"{'s' if len(data.mixtures) != 1 else ''} and {seeds} seed{'s' if seeds != 1 else ''}."
+        + f": {_sizes(sizes)} packed fact{'s' if sizes[-1] != 1 else ''}, {mixtures} mixture"
+        + f"{'s' if mixtures != 1 else ''} and {seeds} seed{'s' if seeds != 1 else ''}."
     ]
     final = final_reliability_values(data)
     if len(final):
