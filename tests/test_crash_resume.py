@@ -26,6 +26,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from knowpack.errors import RunConflictError
 from knowpack.kg.schema import QUESTIONS_SCHEMA
 from knowpack.probe import LabelConfig, label
 from knowpack.runfolder import open_run, read_parquet, write_json, write_parquet
@@ -276,6 +277,7 @@ def test_a_folder_holding_only_a_killed_write_is_a_fresh_run_folder(tmp_path):
     (folder / ".manifest.json.k9x2.tmp").write_bytes(b'{"stage": "tra')
     run = open_run(folder, "train", {"seed": 1})
     assert not run.complete and manifest(folder)["key"] == run.key
-    write_json(folder / "notes.json", {})
-    with pytest.raises(Exception, match="not empty"):
-        open_run(tmp_path / "run", "train", {"seed": 2})
+    other = tmp_path / "other"
+    write_json(other / "notes.json", {})
+    with pytest.raises(RunConflictError, match="not empty"):
+        open_run(other, "train", {"seed": 1})

@@ -85,6 +85,7 @@ def load_model(
             dtype=torch_dtype,
             trust_remote_code=trust_remote_code,
             attn_implementation=attn_implementation or "sdpa",
+            use_safetensors=True,  # never unpickle weights: a .bin checkpoint can run code when loaded
         )
     except (OSError, ValueError, KeyError) as err:
         raise InputError(f"{spec}: cannot load model ({_first_line(err)})") from err
@@ -112,6 +113,9 @@ def resolve_model(spec: str, *, trust_remote_code: bool = False) -> tuple[str, s
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise InputError(f"{spec}: folder has no config.json, so it is not a transformers model folder")
+        if not any(path.glob("*.safetensors")):
+            raise InputError(f"{spec}: folder has no .safetensors weights; knowpack does not unpickle .bin "
+                             "checkpoints (convert them with safetensors)")
         return str(path), f"dir:{folder_fingerprint(path)}", None
     if path.exists():
         raise InputError(f"{spec}: not a model folder, a .gguf file or an embedded model ({', '.join(EMBEDDED_MODELS)})")
@@ -121,7 +125,7 @@ def resolve_model(spec: str, *, trust_remote_code: bool = False) -> tuple[str, s
 def folder_fingerprint(folder: Path) -> str:
     """Hash config and weight files cheaply but tightly: name, size and the first and last MiB of each file."""
     digest = hashlib.sha256((folder / "config.json").read_bytes())
-    for weight in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+    for weight in sorted(folder.glob("*.safetensors")):
         size = weight.stat().st_size
         digest.update(f"{weight.name}:{size}".encode())
         with open(weight, "rb") as handle:

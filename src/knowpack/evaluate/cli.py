@@ -50,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--benchmark-batch-size", type=int, default=8)
     parser.add_argument("--device", help="cuda, cpu, cuda:1 … (default: cuda when available)")
     parser.add_argument("--dtype", help="bfloat16, float32 … (default: bf16 on GPU, float32 on CPU)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="run Python code shipped with a hub model (off by default: it runs with your rights)")
     parser.add_argument("--overwrite", action="store_true", help="replace an evaluation made with another config")
     parser.set_defaults(func=run)
 

@@ -71,6 +71,7 @@ class EvaluateConfig:
     benchmark_batch_size: int = field(default=8, metadata=_NOT_RESULT)
     device: str | None = field(default=None, metadata=_NOT_RESULT)
     dtype: str | None = field(default=None, metadata=_NOT_RESULT)
+    trust_remote_code: bool = field(default=False, metadata=_NOT_RESULT)
     overwrite: bool = field(default=False, metadata=_NOT_RESULT)
 
     def __post_init__(self) -> None:
@@ -208,7 +209,8 @@ def evaluate(config: EvaluateConfig) -> Path:
     spec = config.model or probe_settings(run.labels).get("model")
     if not spec:
         raise InputError(f"{run.labels}: its manifest names no model; pass --model")
-    return evaluate_loaded(load_model(spec, device=config.device, dtype=config.dtype), config)
+    loaded = load_model(spec, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    return evaluate_loaded(loaded, config)
 
 
 def evaluate_loaded(loaded: LoadedModel, config: EvaluateConfig) -> Path:

@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     paraphrase.add_argument("--replace", dest="keep_existing", action="store_false",
                             help="drop the template paraphrases instead of adding to them")
     paraphrase.add_argument("--device")
+    paraphrase.add_argument("--trust-remote-code", action="store_true", help="run Python code shipped with a hub model (off by default: it runs with your rights)")
     paraphrase.add_argument("--overwrite", action="store_true")
     paraphrase.add_argument("--no-progress", dest="progress", action="store_false")
     paraphrase.set_defaults(func=_paraphrase)
@@ -121,7 +122,8 @@ def _paraphrase(args: argparse.Namespace) -> None:
         questions=args.questions, out=args.out, model=args.model, k=args.k, rounds=args.rounds,
         samples_per_round=args.samples_per_round, temperature=args.temperature, top_p=args.top_p,
         max_new_tokens=args.max_new_tokens, prompt=args.prompt, seed=args.seed, keep_existing=args.keep_existing,
-        device=args.device, overwrite=args.overwrite, progress=args.progress,
+        device=args.device, trust_remote_code=args.trust_remote_code, overwrite=args.overwrite,
+        progress=args.progress,
     )
     folder = paraphrase_questions(config)
     print(f"wrote {folder / 'questions.parquet'}")

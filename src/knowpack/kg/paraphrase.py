@@ -46,6 +46,7 @@ class ParaphraseConfig:
     seed: int = 0
     keep_existing: bool = True
     device: str | None = field(default=None, metadata={"affects_results": False})
+    trust_remote_code: bool = field(default=False, metadata={"affects_results": False})
     overwrite: bool = field(default=False, metadata={"affects_results": False})
     progress: bool = field(default=True, metadata={"affects_results": False})
 
@@ -146,12 +147,12 @@ def paraphrase_questions(config: ParaphraseConfig) -> Path:
     table = load_questions(config.questions)
     source = Path(config.questions)
     source_file = source / "questions.parquet" if source.is_dir() else source
-    _, fingerprint, _ = resolve_model(config.model)
+    _, fingerprint, _ = resolve_model(config.model, trust_remote_code=config.trust_remote_code)
     run = open_run(config.out, "paraphrase", config, {"questions": source_file}, extra_key={"model": fingerprint},
                    overwrite=config.overwrite)
     if run.complete:
         return run.path
-    loaded = load_model(config.model, device=config.device)
+    loaded = load_model(config.model, device=config.device, trust_remote_code=config.trust_remote_code)
     tokenizer = loaded.tokenizer
     rows = table.to_pylist()
     produced = 0

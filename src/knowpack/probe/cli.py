@@ -35,6 +35,7 @@ def register(subparsers) -> None:
     parser.add_argument("--stop-at-newline", action=argparse.BooleanOptionalAction, default=defaults.stop_at_newline,
                         help="end an answer at its first newline (it always ends at end-of-sequence/turn)")
     parser.add_argument("--device", help="cuda / cpu (default: cuda when available)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="run Python code shipped with a hub model (off by default: it runs with your rights)")
     parser.add_argument("--dtype", help="bfloat16 / float16 / float32 (default: bf16 on GPU, fp32 on CPU)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="generated sequences per batch")
     parser.add_argument("--chunk-rows", type=int, default=defaults.chunk_rows,
@@ -63,6 +64,7 @@ def _run(args: argparse.Namespace) -> None:
         stop_at_newline=args.stop_at_newline,
         dtype=args.dtype,
         device=args.device,
+        trust_remote_code=args.trust_remote_code,
         batch_size=args.batch_size,
         chunk_rows=args.chunk_rows,
         store=args.store,

@@ -86,6 +86,7 @@ class LabelConfig:
     stop_at_newline: bool = True
     dtype: str | None = None
     device: str | None = field(default=None, metadata=NOT_RESULT)
+    trust_remote_code: bool = field(default=False, metadata=NOT_RESULT)
     batch_size: int = field(default=64, metadata=NOT_RESULT)
     # generations buffered before a store chunk is written: what a crash can lose, and what memory holds
     chunk_rows: int = field(default=20_000, metadata=NOT_RESULT)
@@ -116,7 +117,9 @@ class Questions:
 
 def label(config: LabelConfig) -> Path:
     """Label the questions with ``config.model`` (and ``config.adapter``); returns the label folder."""
-    loaded = load_model(config.model, device=config.device, dtype=config.dtype)
+    read_questions(Path(config.questions), need_relations=config.exemplars == "same-relation")  # fail before a load
+    loaded = load_model(config.model, device=config.device, dtype=config.dtype,
+                        trust_remote_code=config.trust_remote_code)
     return label_loaded(loaded, config, [LabelTarget(Path(config.out), config.adapter)])[0]
 
 
@@ -216,6 +219,10 @@ def check_adapter(folder: Path, loaded: LoadedModel) -> str:
 
     weights = folder / "adapter_model.safetensors"
     config_path = folder / "adapter_config.json"
+    pickled = [p.name for p in (folder / "adapter_model.bin", folder / "adapter_model.pt") if p.is_file()]
+    if pickled and not weights.is_file():
+        raise InputError(f"{folder}: {pickled[0]} is a pickle, which can run code when loaded; knowpack loads "
+                         "adapters only as adapter_model.safetensors")
     if not weights.is_file() or not config_path.is_file():
         raise InputError(f"{folder}: not a LoRA adapter folder (needs adapter_model.safetensors and adapter_config.json)")
     try:

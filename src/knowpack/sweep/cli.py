@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else one per --cpus-per-worker CPUs)")
     parser.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs per Ray actor without GPUs (default 1)")
     parser.add_argument("--out", help="sweep folder (default runs/<name>)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run Python code shipped with a hub model (as trust_remote_code: true in the file)")
     parser.add_argument("--overwrite", action="store_true",
                         help="empty a sweep folder made with another model, data or fixed options (its runs are lost)")
     parser.set_defaults(func=run)
@@ -33,6 +35,7 @@ def run(args: argparse.Namespace) -> None:
     if args.executor == "local" and (args.address or args.workers or args.cpus_per_worker != 1):
         raise InputError("--address, --workers and --cpus-per-worker need --executor ray")
     config = load_sweep(args.sweep_file, out=args.out)
+    config.trust_remote_code = config.trust_remote_code or args.trust_remote_code
     executor = (
         RayExecutor(address=args.address, workers=args.workers, cpus_per_worker=args.cpus_per_worker)
         if args.executor == "ray"

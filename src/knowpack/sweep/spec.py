@@ -55,8 +55,8 @@ TARGET_PRESETS = ("mlp", "attention", "all-linear")
 MIXTURE_RANGE_KEYS = ("kinds", "ratios", "none")
 RANGE_KEYS = ("start", "stop", "step", "num", "log")
 # Keys the sweep fills in itself: setting them in `train:` / `evaluate:` would break the sweep folder layout.
-RESERVED_TRAIN_KEYS = ("labels", "questions", "out", "model", "device", "dtype", "overwrite")
-RESERVED_EVALUATE_KEYS = ("run", "model", "out", "device", "dtype", "overwrite")
+RESERVED_TRAIN_KEYS = ("labels", "questions", "out", "model", "device", "dtype", "trust_remote_code", "overwrite")
+RESERVED_EVALUATE_KEYS = ("run", "model", "out", "device", "dtype", "trust_remote_code", "overwrite")
 # Options that name files: resolved against the sweep file's folder like the data paths.
 PATH_OPTIONS = {"train": ("extra_pool",), "evaluate": ("benchmarks_dir",)}
 
@@ -213,8 +213,8 @@ def parse_sweep(
         if required not in document:
             raise InputError(f"{required}: missing (a sweep needs model, data and grid)")
     name = document.get("name", default_name)
-    if not isinstance(name, str) or not re.fullmatch(r"[\w.\-]+", name):
-        raise InputError(f"name: {name!r} must be letters, digits, '.', '-' or '_'")
+    if not isinstance(name, str) or not re.fullmatch(r"\w[\w.\-]*", name):  # no '..': runs/<name> stays in runs/
+        raise InputError(f"name: {name!r} must be letters, digits, '.', '-' or '_', starting with a letter or digit")
     model = document["model"]
     if not isinstance(model, str) or not model.strip():
         raise InputError("model: must be a model id, a folder, a .gguf file or an embedded model name")

@@ -106,6 +106,7 @@ class TrainConfig:
     max_tokens_per_pass: int | None = None
     device: str | None = field(default=None, metadata=_NOT_RESULT)
     dtype: str | None = field(default=None, metadata=_NOT_RESULT)
+    trust_remote_code: bool = field(default=False, metadata=_NOT_RESULT)
     overwrite: bool = field(default=False, metadata=_NOT_RESULT)
 
     def validate(self) -> None:
@@ -134,7 +135,9 @@ def train(config: TrainConfig) -> Path:
     """Load ``config.model`` and run :func:`train_loaded`."""
     config.validate()
     draw_facts(config)  # a pool that is too small fails here, before a large model is loaded
-    return train_loaded(load_model(config.model, device=config.device, dtype=config.dtype), config)
+    loaded = load_model(config.model, device=config.device, dtype=config.dtype,
+                        trust_remote_code=config.trust_remote_code)
+    return train_loaded(loaded, config)
 
 
 def train_loaded(loaded: LoadedModel, config: TrainConfig) -> Path:

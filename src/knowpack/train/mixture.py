@@ -76,7 +76,11 @@ def load_pool(labels_dir: Path, questions: Path | None = None) -> pd.DataFrame:
     if not labels_dir.is_dir():
         raise InputError(f"{labels_dir}: label folder not found")
     labels = read_parquet(labels_dir / LABELS_FILE, LABELS_SCHEMA).to_pandas()
-    table = read_parquet(questions_of(labels_dir, questions), QUESTIONS_SCHEMA).to_pandas()
+    questions_path = questions_of(labels_dir, questions)
+    table = read_parquet(questions_path, QUESTIONS_SCHEMA).to_pandas()
+    empty = table[table["answer"].fillna("").str.strip() == ""]
+    if len(empty):  # a run must never train on an empty target
+        raise InputError(f"{questions_path}: question {empty['id'].iloc[0]!r} has an empty answer")
     joined = labels.merge(table.rename(columns={"id": "question_id"}), on="question_id", how="inner")
     if len(joined) < len(labels):
         raise InputError(

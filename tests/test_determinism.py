@@ -1,0 +1,90 @@
+"""Same inputs and seed give the same questions, the same sampled facts and the same labels on CPU; the
+manifest's input hashes say which inputs a result came from, and change when an input does."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+import torch
+
+import knowpack.kg.questions as questions_module
+from knowpack.errors import RunConflictError
+from knowpack.kg import QUESTIONS_SCHEMA, QuestionsConfig, build_questions
+from knowpack.probe import LabelConfig, label
+from knowpack.runfolder import read_parquet, sha256_file, write_parquet
+from knowpack.train import TrainConfig
+from knowpack.train.lora import draw_facts
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """One torch thread: the machine is shared, and oversubscribed CPU threads make tiny models crawl."""
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # load_model keeps a user's limit
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def questions_file(path, n=30, answer_of=lambda i: f"City{i}"):
+    rows = [{
+        "id": f"capital/c{i:02d}", "subject": f"Land{i}", "relation": "capital", "object": f"City{i}",
+        "question": f"What is the capital of Land{i}?", "answer": answer_of(i), "aliases": [answer_of(i)],
+        "bucket": ("head", "torso", "tail")[i % 3], "popularity": 100 - i, "relation_domain": "Place",
+        "template_id": "capital#0", "paraphrases": [f"Which city is the capital of Land{i}?"],
+    } for i in range(n)]
+    write_parquet(path, pa.Table.from_pylist(rows, schema=QUESTIONS_SCHEMA))
+    return path
+
+
+def test_embedded_questions_are_the_same_for_the_same_seed(tmp_path, monkeypatch):
+    """Two builds from scratch (each with an empty question cache, so neither copies the other)."""
+    built = []
+    for name in ("first", "second"):
+        monkeypatch.setattr(questions_module, "cache_dir", lambda name=name: tmp_path / f"cache-{name}")
+        folder = build_questions(QuestionsConfig(out=str(tmp_path / name), per_bucket=2, seed=3, progress=False))
+        built.append(folder / "questions.parquet")
+    assert built[0].read_bytes() == built[1].read_bytes()
+    assert read_parquet(built[0]).num_rows > 50
+
+
+def labels_of(tmp_path, tiny_model_dir, questions, out):
+    return label(LabelConfig(model=str(tiny_model_dir), questions=questions, out=tmp_path / out, n_prompts=2,
+                             shots=2, n_samples=3, temperature=1.0, sample_seed=5, max_new_tokens=4, device="cpu",
+                             progress=False))
+
+
+def test_labels_and_sampled_facts_are_the_same_for_the_same_seed(tmp_path, tiny_model_dir):
+    questions = questions_file(tmp_path / "questions.parquet")
+    first = labels_of(tmp_path, tiny_model_dir, questions, "first")
+    second = labels_of(tmp_path, tiny_model_dir, questions, "second")
+    for table in ("labels.parquet", "responses.parquet"):
+        assert (first / table).read_bytes() == (second / table).read_bytes()
+    answers = read_parquet(first / "responses.parquet").column("answer").to_pylist()
+    assert len(set(answers)) > 1, "samples at temperature 1 differ from each other: the seed, not luck, repeats them"
+
+    def facts(seed):
+        config = TrainConfig(labels=first, out=tmp_path / "run", questions=questions, unknown=10,
+                             extra=("paraphrase:1",), seed=seed)
+        return [(fact.kind, fact.question_id, fact.question) for fact in draw_facts(config)]
+
+    assert facts(7) == facts(7)
+    assert facts(7) != facts(8)
+    assert len(facts(7)) == 20
+
+
+def test_manifest_input_hashes_follow_the_inputs(tmp_path, tiny_model_dir):
+    questions = questions_file(tmp_path / "questions.parquet", n=6)
+    folder = labels_of(tmp_path, tiny_model_dir, questions, "labels")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["complete"]
+    assert manifest["inputs"]["questions"] == {"path": str(questions), "sha256": sha256_file(questions)}
+
+    questions_file(questions, n=6, answer_of=lambda i: "Paris" if i == 0 else f"City{i}")  # one answer changes
+    with pytest.raises(RunConflictError):  # the old result is not passed off as the new input's
+        labels_of(tmp_path, tiny_model_dir, questions, "labels")
+    changed = json.loads((labels_of(tmp_path, tiny_model_dir, questions, "relabelled") / "manifest.json").read_text())
+    assert changed["inputs"]["questions"]["sha256"] == sha256_file(questions) != manifest["inputs"]["questions"]["sha256"]
+    assert changed["key"] != manifest["key"]
