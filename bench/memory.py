@@ -68,12 +68,14 @@ def questions(path: Path, n: int) -> Path:
 def peak_rss(args: list[str]) -> tuple[float, float]:
     """(peak RSS in MiB, seconds) of ``python -m knowpack ARGS`` in a fresh child process."""
     started = time.monotonic()
-    child = subprocess.Popen([sys.executable, "-m", "knowpack", *args], env={**os.environ, **THREADS_ENV},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.monotonic() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"knowpack {' '.join(args)} failed:\n{child.stderr.read().decode()[-2000:]}")
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: nobody reads while the child runs
+        child = subprocess.Popen([sys.executable, "-m", "knowpack", *args], env={**os.environ, **THREADS_ENV},
+                                 stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.monotonic() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.seek(0)
+            raise SystemExit(f"knowpack {' '.join(args)} failed:\n{log.read().decode()[-2000:]}")
     return usage.ru_maxrss / 1024, seconds  # Linux reports KiB
 
 

@@ -6,11 +6,12 @@ chat templates and stop tokens behave as they do on the real model.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from knowpack.models import resolve_model
 
@@ -44,4 +45,22 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def lively_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with larger random weights: at the default init it echoes the prompt's last token forever,
+    which would make any comparison of answers trivially pass; with these its answers depend on the question."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if weight.ndim == 2:
+                residual_out = "o_proj" in name or "down_proj" in name
+                gain = 1.0 if "embed" in name else (4 if residual_out else 1) / math.sqrt(weight.shape[1])
+                weight.normal_(0, gain, generator=generator)
+    folder = tmp_path_factory.mktemp("lively")
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
     return folder

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -32,24 +31,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-@pytest.fixture(scope="module")
-def lively_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny model with larger random weights: at the default init it echoes the prompt's last token
-    forever, which would make any comparison trivially pass; with these its answers depend on the question."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, weight in model.named_parameters():
-            if weight.ndim == 2:
-                gain = 1.0 if "embed" in name else (4 if ("o_proj" in name or "down_proj" in name) else 1) / math.sqrt(
-                    weight.shape[1])
-                weight.normal_(0, gain, generator=generator)
-    folder = tmp_path_factory.mktemp("lively")
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture(scope="module")
 def tiny(lively_model_dir):

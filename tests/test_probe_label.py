@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -52,25 +51,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
-def lively_dir(tiny_model_dir, tmp_path_factory):
-    """Tiny model with large random weights, so its answers differ by question (the default init echoes)."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, weight in model.named_parameters():
-            if weight.ndim == 2:
-                gain = 1.0 if "embed" in name else (4 if ("o_proj" in name or "down_proj" in name) else 1) / math.sqrt(
-                    weight.shape[1])
-                weight.normal_(0, gain, generator=generator)
-    folder = tmp_path_factory.mktemp("lively-label")
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def loaded(lively_dir):
-    return load_model(str(lively_dir), device="cpu")
+def loaded(lively_model_dir):
+    return load_model(str(lively_model_dir), device="cpu")
 
 
 def small_config(tmp_path, **changes) -> LabelConfig:
@@ -178,8 +160,8 @@ def test_other_settings_never_read_stored_answers(loaded, tmp_path, monkeypatch)
     assert len(list(store.iterdir())) == 2
 
 
-def test_base_and_adapters_in_one_pass(loaded, lively_dir, tmp_path):
-    base = AutoModelForCausalLM.from_pretrained(lively_dir, dtype=torch.float32)
+def test_base_and_adapters_in_one_pass(loaded, lively_model_dir, tmp_path):
+    base = AutoModelForCausalLM.from_pretrained(lively_model_dir, dtype=torch.float32)
     torch.manual_seed(3)
     adapter = get_peft_model(base, LoraConfig(r=2, lora_alpha=8, target_modules=["gate_proj", "up_proj", "down_proj"],
                                               init_lora_weights=False))
@@ -231,9 +213,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_cli_labels_and_reports_errors(lively_dir, tmp_path):
+def test_cli_labels_and_reports_errors(lively_model_dir, tmp_path):
     questions = write_questions(tmp_path / "questions.parquet")
-    args = ["label", "--model", str(lively_dir), "--questions", str(questions), "--out", str(tmp_path / "cli"),
+    args = ["label", "--model", str(lively_model_dir), "--questions", str(questions), "--out", str(tmp_path / "cli"),
             "--n-prompts", "1", "--samples", "1", "--max-new-tokens", "3", "--device", "cpu", "--no-progress",
             "--exemplars", "same-relation"]
     namespace = parse(args)
@@ -246,7 +228,7 @@ def test_cli_labels_and_reports_errors(lively_dir, tmp_path):
         namespace.func(namespace)
 
 
-def test_label_loads_the_model_itself(lively_dir, tmp_path):
-    config = small_config(tmp_path, model=str(lively_dir), device="cpu", n_prompts=1, n_samples=0)
+def test_label_loads_the_model_itself(lively_model_dir, tmp_path):
+    config = small_config(tmp_path, model=str(lively_model_dir), device="cpu", n_prompts=1, n_samples=0)
     out = label(config)
-    assert json.loads((out / "manifest.json").read_text())["config"]["model"] == str(lively_dir)
+    assert json.loads((out / "manifest.json").read_text())["config"]["model"] == str(lively_model_dir)
