@@ -87,7 +87,7 @@ def bench_label(work: Path, model: Path, n: int) -> tuple[float, float]:
 
 
 def bench_sweep(work: Path, model: Path, runs: int) -> tuple[float, float]:
-    """``runs`` runs (unknown 1..10 × seeds): each trains 1 epoch on 1–10 facts and is evaluated (all 40
+    """``runs`` runs (unknown 1..10 × runs/10 seeds): each trains 1 epoch on 1–10 facts and is evaluated (all 40
     questions relabelled with its adapter, reliability, shift, refusals, collapse, spill-over; no benchmarks)."""
     data = work / "sweep-data"
     if not (data / "labels" / "manifest.json").is_file():
@@ -101,8 +101,8 @@ def bench_sweep(work: Path, model: Path, runs: int) -> tuple[float, float]:
         "data": {"questions": str(data / "questions.parquet"), "labels": str(data / "labels")},
         "train": {"batch_size": 4},
         "evaluate": {"benchmarks": [], "heldout_paraphrases": 0},
-        "grid": {"unknown": {"start": 1, "stop": 11, "step": 1}, "mixtures": ["none"], "epochs": 1, "rank": 2,
-                 "seed": list(range(runs // 10))},
+        "grid": {"unknown": {"start": 1, "stop": 10, "step": 1},  # stop is inclusive: 10 values
+                 "mixtures": ["none"], "epochs": 1, "rank": 2, "seed": list(range(runs // 10))},
     }))
     return peak_rss(["sweep", str(sweep), "--out", str(work / f"sweep-{runs}")])
 

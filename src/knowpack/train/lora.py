@@ -498,6 +498,8 @@ def _save_epoch(epochs_dir: Path, epoch: int, peft_model, optimizer, params) -> 
     save_file({k: v.detach().to("cpu").contiguous() for k, v in adapter.items()}, staging / ADAPTER_FILE)
     saved_config = copy.deepcopy(peft_model.peft_config[ADAPTER])
     saved_config.inference_mode = True
+    if isinstance(saved_config.target_modules, (set, frozenset)):  # a set's order changes with the process's
+        saved_config.target_modules = sorted(saved_config.target_modules)  # hash seed: same run, same bytes
     saved_config.save_pretrained(str(staging))
     state = optimizer.state_dict()["state"]
     tensors = {
