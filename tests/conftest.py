@@ -64,3 +64,29 @@ def lively_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One torch thread: tiny models gain nothing from two, and on a shared 2-core machine two threads spin
+    against other processes and run several times slower. OMP_NUM_THREADS too, since load_model honours it."""
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_unsupported_gguf(path: Path) -> Path:
+    """A well-formed GGUF file whose architecture transformers does not know."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), arch="notamodel")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

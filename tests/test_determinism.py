@@ -17,15 +17,9 @@ from knowpack.runfolder import read_parquet, sha256_file, write_parquet
 from knowpack.train import TrainConfig
 from knowpack.train.lora import draw_facts
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """One torch thread: the machine is shared, and oversubscribed CPU threads make tiny models crawl."""
-    threads = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # load_model keeps a user's limit
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 
 
 def questions_file(path, n=30, answer_of=lambda i: f"City{i}"):

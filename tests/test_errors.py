@@ -9,7 +9,6 @@ import gzip
 import json
 import pathlib
 
-import numpy as np
 import pyarrow as pa
 import pytest
 import torch
@@ -19,6 +18,7 @@ from safetensors.torch import save_file
 
 import knowpack.kg.cli
 from knowpack.cli import main
+from conftest import write_unsupported_gguf
 from knowpack.errors import InputError
 from knowpack.kg.schema import QUESTIONS_SCHEMA
 from knowpack.probe import LabelConfig, label
@@ -26,6 +26,8 @@ from knowpack.runfolder import write_parquet
 
 R = "http://dbpedia.org/resource/"
 O = "http://dbpedia.org/ontology/"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
@@ -36,14 +38,6 @@ def quiet_model_loading():
     transformers.utils.logging.enable_progress_bar()
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """One torch thread: the machine is shared, and oversubscribed CPU threads make tiny models crawl."""
-    threads = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # load_model keeps a user's limit
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def error_line(capsys, argv: list[str]) -> str:
@@ -170,21 +164,12 @@ def test_unknown_model_id_offline(capsys, tmp_path, monkeypatch, labelled):
 
 
 def test_gguf_with_an_unsupported_architecture(capsys, tmp_path, labelled):
-    import gguf
-
-    model = tmp_path / "florp.gguf"
-    writer = gguf.GGUFWriter(str(model), "florp")
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    model = write_unsupported_gguf(tmp_path / "florp.gguf")
     questions, _ = labelled
     line = error_line(capsys, ["label", "--model", str(model), "--questions", str(questions),
                                "--out", str(tmp_path / "labels"), "--no-progress"])
     assert line == (f"knowpack label: error: {model}: cannot load this GGUF "
-                    "(GGUF model with architecture florp is not supported yet.)")
+                    "(GGUF model with architecture notamodel is not supported yet.)")
 
 
 def test_adapter_trained_on_another_base_model(capsys, tmp_path, tiny_model_dir, labelled):

@@ -1,8 +1,8 @@
-import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from conftest import write_unsupported_gguf
 from knowpack.errors import InputError
 from knowpack.models import load_model, resolve_model
 
@@ -27,18 +27,9 @@ def test_folder_without_config_is_refused(tmp_path):
 
 
 def test_missing_gguf_and_unsupported_architecture_are_one_line_errors(tmp_path):
-    import gguf
-
     with pytest.raises(InputError, match="GGUF file not found"):
         resolve_model(str(tmp_path / "absent.gguf"))
-    path = tmp_path / "odd.gguf"
-    writer = gguf.GGUFWriter(str(path), arch="notamodel")
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    path = write_unsupported_gguf(tmp_path / "odd.gguf")
     with pytest.raises(InputError, match=r"odd.gguf: cannot load this GGUF") as err:
         resolve_model(str(path))
     assert "\n" not in str(err.value)

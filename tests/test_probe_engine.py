@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -12,6 +11,8 @@ from knowpack.probe import engine as engine_module
 from knowpack.probe.engine import Decoding, Job, PrefixEngine, sample_uniforms
 from knowpack.probe.label import attached_adapters
 from knowpack.probe.prompts import PromptSet, PromptSettings
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -23,14 +24,6 @@ QUESTIONS = [
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these tiny models gain nothing from two, and on a shared 2-core machine two threads
-    spin against other processes and run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
 def tiny(lively_model_dir):

@@ -26,6 +26,8 @@ QUESTIONS = {
     "river/Vienna": ("Which river flows through Vienna?", ["Danube", "Donau"]),
 }
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def write_questions(path, aliases=None):
     ids = list(QUESTIONS)
@@ -41,14 +43,6 @@ def write_questions(path, aliases=None):
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these tiny models gain nothing from two, and on a shared 2-core machine two threads
-    spin against other processes and run several times slower. Per test: ``load_model`` sets all cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
 def loaded(lively_model_dir):
