@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -48,9 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
+    from knowpack.report.collect import collect
+    from knowpack.report.tables import summary
+
     started = time.perf_counter()
     html = demo(DemoConfig(out=args.out, model=args.model))
-    summary = html.parent / "summary.json"
-    if summary.is_file():
-        print(json.loads(summary.read_text()).get("summary", ""))
+    print("\n" + summary(collect(args.out)))
     print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min; report: {html.resolve()}")
