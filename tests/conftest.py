@@ -90,3 +90,22 @@ def write_unsupported_gguf(path: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_capital_questions(path: Path, n: int, *, answer=lambda i: f"City{i}", paraphrases: int = 1,
+                            id_width: int = 0, top_popularity: int = 100) -> Path:
+    """A questions.parquet of n invented 'capital of Land{i}' facts (head/torso/tail in turn) for stage tests."""
+    import pyarrow as pa
+
+    from knowpack.kg.schema import QUESTIONS_SCHEMA
+    from knowpack.runfolder import write_parquet
+
+    wordings = ("Which city is the capital of Land{i}?", "Land{i} has which capital?")[:paraphrases]
+    rows = [{
+        "id": f"capital/c{i:0{id_width}d}", "subject": f"Land{i}", "relation": "capital", "object": f"City{i}",
+        "question": f"What is the capital of Land{i}?", "answer": answer(i), "aliases": [answer(i)],
+        "bucket": ("head", "torso", "tail")[i % 3], "popularity": top_popularity - i, "relation_domain": "Place",
+        "template_id": "capital#0", "paraphrases": [w.format(i=i) for w in wordings],
+    } for i in range(n)]
+    write_parquet(path, pa.Table.from_pylist(rows, schema=QUESTIONS_SCHEMA))
+    return path

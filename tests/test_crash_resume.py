@@ -26,8 +26,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from conftest import write_capital_questions
 from knowpack.errors import RunConflictError
-from knowpack.kg.schema import QUESTIONS_SCHEMA
 from knowpack.probe import LabelConfig, label
 from knowpack.runfolder import open_run, read_parquet, write_json, write_parquet
 
@@ -128,24 +128,12 @@ def assert_same_outputs(reference: Path, resumed: Path, byte_equal: tuple[str, .
 # ---------------------------------------------------------------- data
 
 
-def write_questions(path: Path, n: int) -> Path:
-    rows = [{
-        "id": f"capital/c{i:03d}", "subject": f"Land{i}", "relation": "capital", "object": f"City{i}",
-        "question": f"What is the capital of Land{i}?", "answer": f"City{i}", "aliases": [f"City{i}"],
-        "bucket": ("head", "torso", "tail")[i % 3], "popularity": 1000 - i, "relation_domain": "Place",
-        "template_id": "capital#0",
-        "paraphrases": [f"Which city is the capital of Land{i}?", f"Land{i} has which capital?"],
-    } for i in range(n)]
-    write_parquet(path, pa.Table.from_pylist(rows, schema=QUESTIONS_SCHEMA))
-    return path
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
     """Questions labelled by the tiny model; it knows nothing, so every tenth fact is set to HighlyKnown to give
     the mixtures a known pool."""
     folder = tmp_path_factory.mktemp("crash-data")
-    questions = write_questions(folder / "questions.parquet", 60)
+    questions = write_capital_questions(folder / "questions.parquet", 60, paraphrases=2, id_width=3, top_popularity=1000)
     labels = label(LabelConfig(model=str(tiny_model_dir), questions=questions, out=folder / "labels", n_prompts=1,
                                shots=1, n_samples=0, max_new_tokens=4, device="cpu", progress=False))
     table = read_parquet(labels / "labels.parquet").to_pandas().sort_values("question_id", ignore_index=True)
@@ -158,7 +146,7 @@ def data(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
 
 
 def test_label_killed_at_several_points_resumes_to_identical_tables(tmp_path, tiny_model_dir):
-    questions = write_questions(tmp_path / "questions.parquet", N_QUESTIONS)
+    questions = write_capital_questions(tmp_path / "questions.parquet", N_QUESTIONS, paraphrases=2, id_width=3, top_popularity=1000)
 
     def command(out: Path) -> list[str]:
         return ["label", "--model", str(tiny_model_dir), "--questions", str(questions), "--out", str(out),

@@ -5,32 +5,21 @@ from __future__ import annotations
 
 import json
 
-import pyarrow as pa
 import pytest
 import torch
 
+from conftest import write_capital_questions
 import knowpack.kg.questions as questions_module
 from knowpack.errors import RunConflictError
-from knowpack.kg import QUESTIONS_SCHEMA, QuestionsConfig, build_questions
+from knowpack.kg import QuestionsConfig, build_questions
 from knowpack.probe import LabelConfig, label
-from knowpack.runfolder import read_parquet, sha256_file, write_parquet
+from knowpack.runfolder import read_parquet, sha256_file
 from knowpack.train import TrainConfig
 from knowpack.train.lora import draw_facts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
-def questions_file(path, n=30, answer_of=lambda i: f"City{i}"):
-    rows = [{
-        "id": f"capital/c{i:02d}", "subject": f"Land{i}", "relation": "capital", "object": f"City{i}",
-        "question": f"What is the capital of Land{i}?", "answer": answer_of(i), "aliases": [answer_of(i)],
-        "bucket": ("head", "torso", "tail")[i % 3], "popularity": 100 - i, "relation_domain": "Place",
-        "template_id": "capital#0", "paraphrases": [f"Which city is the capital of Land{i}?"],
-    } for i in range(n)]
-    write_parquet(path, pa.Table.from_pylist(rows, schema=QUESTIONS_SCHEMA))
-    return path
 
 
 def test_embedded_questions_are_the_same_for_the_same_seed(tmp_path, monkeypatch):
@@ -51,7 +40,7 @@ def labels_of(tmp_path, tiny_model_dir, questions, out):
 
 
 def test_labels_and_sampled_facts_are_the_same_for_the_same_seed(tmp_path, tiny_model_dir):
-    questions = questions_file(tmp_path / "questions.parquet")
+    questions = write_capital_questions(tmp_path / "questions.parquet", 30, id_width=2)
     first = labels_of(tmp_path, tiny_model_dir, questions, "first")
     second = labels_of(tmp_path, tiny_model_dir, questions, "second")
     for table in ("labels.parquet", "responses.parquet"):
@@ -70,13 +59,13 @@ def test_labels_and_sampled_facts_are_the_same_for_the_same_seed(tmp_path, tiny_
 
 
 def test_manifest_input_hashes_follow_the_inputs(tmp_path, tiny_model_dir):
-    questions = questions_file(tmp_path / "questions.parquet", n=6)
+    questions = write_capital_questions(tmp_path / "questions.parquet", 6, id_width=2)
     folder = labels_of(tmp_path, tiny_model_dir, questions, "labels")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["complete"]
     assert manifest["inputs"]["questions"] == {"path": str(questions), "sha256": sha256_file(questions)}
 
-    questions_file(questions, n=6, answer_of=lambda i: "Paris" if i == 0 else f"City{i}")  # one answer changes
+    write_capital_questions(questions, 6, id_width=2, answer=lambda i: "Paris" if i == 0 else f"City{i}")  # one answer changes
     with pytest.raises(RunConflictError):  # the old result is not passed off as the new input's
         labels_of(tmp_path, tiny_model_dir, questions, "labels")
     changed = json.loads((labels_of(tmp_path, tiny_model_dir, questions, "relabelled") / "manifest.json").read_text())

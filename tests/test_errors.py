@@ -18,9 +18,8 @@ from safetensors.torch import save_file
 
 import knowpack.kg.cli
 from knowpack.cli import main
-from conftest import write_unsupported_gguf
+from conftest import write_capital_questions, write_unsupported_gguf
 from knowpack.errors import InputError
-from knowpack.kg.schema import QUESTIONS_SCHEMA
 from knowpack.probe import LabelConfig, label
 from knowpack.runfolder import write_parquet
 
@@ -61,22 +60,11 @@ def good_dump(path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def questions_file(path: pathlib.Path, n: int = 12, answer=lambda i: f"City{i}") -> pathlib.Path:
-    rows = [{
-        "id": f"capital/c{i}", "subject": f"Land{i}", "relation": "capital", "object": f"City{i}",
-        "question": f"What is the capital of Land{i}?", "answer": answer(i), "aliases": [answer(i)],
-        "bucket": ("head", "torso", "tail")[i % 3], "popularity": 100 - i, "relation_domain": "Place",
-        "template_id": "capital#0", "paraphrases": [f"Which city is the capital of Land{i}?"],
-    } for i in range(n)]
-    write_parquet(path, pa.Table.from_pylist(rows, schema=QUESTIONS_SCHEMA))
-    return path
-
-
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory, tiny_model_dir):
     """Twelve questions labelled by the tiny model (all Unknown: it knows nothing)."""
     folder = tmp_path_factory.mktemp("errors-data")
-    questions = questions_file(folder / "questions.parquet")
+    questions = write_capital_questions(folder / "questions.parquet", 12)
     labels = label(LabelConfig(model=str(tiny_model_dir), questions=questions, out=folder / "labels", n_prompts=1,
                                shots=1, n_samples=0, max_new_tokens=2, device="cpu", progress=False))
     return questions, labels
@@ -142,7 +130,7 @@ def test_questions_missing_columns(capsys, tmp_path, tiny_model_dir):
 
 
 def test_questions_with_an_empty_answer(capsys, tmp_path, tiny_model_dir):
-    questions = questions_file(tmp_path / "questions.parquet", n=3, answer=lambda i: "" if i == 1 else f"City{i}")
+    questions = write_capital_questions(tmp_path / "questions.parquet", 3, answer=lambda i: "" if i == 1 else f"City{i}")
     line = error_line(capsys, ["label", "--model", str(tiny_model_dir), "--questions", str(questions),
                                "--out", str(tmp_path / "labels"), "--no-progress"])
     assert line == f"knowpack label: error: {questions}: question 'capital/c1' has no non-empty answer alias"
@@ -322,7 +310,7 @@ def test_debug_shows_the_traceback(capsys, tmp_path):
 
 def test_training_on_questions_with_an_empty_answer(capsys, tmp_path, labelled):
     _, labels = labelled
-    questions = questions_file(tmp_path / "questions.parquet", answer=lambda i: " " if i == 4 else f"City{i}")
+    questions = write_capital_questions(tmp_path / "questions.parquet", 12, answer=lambda i: " " if i == 4 else f"City{i}")
     line = error_line(capsys, ["train", "--labels", str(labels), "--questions", str(questions), "--unknown", "1",
                                "--out", str(tmp_path / "run")])
     assert line == f"knowpack train: error: {questions}: question 'capital/c4' has an empty answer"
