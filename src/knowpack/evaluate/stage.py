@@ -35,11 +35,12 @@ from knowpack.evaluate.shift import CATEGORY_COLUMN, matrix_grid, paired_categor
 from knowpack.evaluate.spillover import spillover_questions, spillover_summary
 from knowpack.models import LoadedModel, load_model
 from knowpack.assets import cache_dir
-from knowpack.runfolder import MANIFEST, config_dict, open_run, read_parquet, stable_hash, write_json, write_parquet
+from knowpack.runfolder import (
+    MANIFEST, NOT_RESULT, config_dict, open_run, read_parquet, stable_hash, write_json, write_parquet,
+)
 
 log = logging.getLogger(__name__)
 
-_NOT_RESULT = {"affects_results": False}
 SHIFT_EPOCHS = ("last", "all")
 RESPONSES_SCHEMA = pa.schema([("question_id", pa.string()), ("prompt_id", pa.int16()), ("sample_id", pa.int16()),
                               ("answer", pa.string()), ("correct_lenient", pa.bool_()), ("correct_strict", pa.bool_())])
@@ -54,9 +55,9 @@ QUESTION_COLUMNS = ["id", "subject", "relation", "object", "question", "answer",
 class EvaluateConfig:
     """Evaluation of one training run. Every option is documented in docs/metrics.md."""
 
-    run: Path = field(metadata=_NOT_RESULT)
-    out: Path | None = field(default=None, metadata=_NOT_RESULT)
-    model: str | None = field(default=None, metadata=_NOT_RESULT)
+    run: Path = field(metadata=NOT_RESULT)
+    out: Path | None = field(default=None, metadata=NOT_RESULT)
+    model: str | None = field(default=None, metadata=NOT_RESULT)
     shift_epochs: str = "last"
     heldout_paraphrases: int = 3
     refusal_patterns: tuple[str, ...] = ()
@@ -68,11 +69,11 @@ class EvaluateConfig:
     limit: int | None = None
     chat_template: bool = False
     benchmarks_dir: Path | None = None
-    benchmark_batch_size: int = field(default=8, metadata=_NOT_RESULT)
-    device: str | None = field(default=None, metadata=_NOT_RESULT)
-    dtype: str | None = field(default=None, metadata=_NOT_RESULT)
-    trust_remote_code: bool = field(default=False, metadata=_NOT_RESULT)
-    overwrite: bool = field(default=False, metadata=_NOT_RESULT)
+    benchmark_batch_size: int = field(default=8, metadata=NOT_RESULT)
+    device: str | None = field(default=None, metadata=NOT_RESULT)
+    dtype: str | None = field(default=None, metadata=NOT_RESULT)
+    trust_remote_code: bool = field(default=False, metadata=NOT_RESULT)
+    overwrite: bool = field(default=False, metadata=NOT_RESULT)
 
     def __post_init__(self) -> None:
         self.run = Path(self.run)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from knowpack.errors import InputError
 from knowpack.kg.schema import QUESTIONS_SCHEMA
-from knowpack.runfolder import open_run, read_parquet, write_parquet
+from knowpack.runfolder import NOT_RESULT, open_run, read_parquet, write_parquet
 from knowpack.text import match_lenient, normalize
 
 DEFAULT_PROMPT = (
@@ -45,10 +45,10 @@ class ParaphraseConfig:
     prompt: str = DEFAULT_PROMPT
     seed: int = 0
     keep_existing: bool = True
-    device: str | None = field(default=None, metadata={"affects_results": False})
-    trust_remote_code: bool = field(default=False, metadata={"affects_results": False})
-    overwrite: bool = field(default=False, metadata={"affects_results": False})
-    progress: bool = field(default=True, metadata={"affects_results": False})
+    device: str | None = field(default=None, metadata=NOT_RESULT)
+    trust_remote_code: bool = field(default=False, metadata=NOT_RESULT)
+    overwrite: bool = field(default=False, metadata=NOT_RESULT)
+    progress: bool = field(default=True, metadata=NOT_RESULT)
 
     def __post_init__(self) -> None:
         if "{question}" not in self.prompt:

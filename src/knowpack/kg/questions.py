@@ -14,7 +14,7 @@ from knowpack.kg.dbpedia import build_dbpedia
 from knowpack.kg.embedded import build_embedded, source_fingerprint
 from knowpack.kg.schema import BUCKETS
 from knowpack.kg.templates import load_templates
-from knowpack.runfolder import atomic_path, open_run, stable_hash, write_json, write_parquet
+from knowpack.runfolder import NOT_RESULT, atomic_path, open_run, stable_hash, write_json, write_parquet
 
 SOURCES = ("embedded", "dbpedia")
 # The study's notebook keeps 30 facts per relation and bucket; the embedded graph has ~20 relations, so it keeps
@@ -40,8 +40,8 @@ class QuestionsConfig:
     max_aliases: int = 20
     strict: bool = False
     max_bad_lines: int = 1000
-    overwrite: bool = field(default=False, metadata={"affects_results": False})
-    progress: bool = field(default=True, metadata={"affects_results": False})
+    overwrite: bool = field(default=False, metadata=NOT_RESULT)
+    progress: bool = field(default=True, metadata=NOT_RESULT)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:

@@ -33,10 +33,9 @@ from knowpack.models import LoadedModel, load_model
 from knowpack.probe.engine import Decoding, Job, PrefixEngine
 from knowpack.probe.prompts import FORMAT_VERSION, PromptSet, PromptSettings, pool_fingerprint
 from knowpack.probe.store import ResponseStore, item_key
-from knowpack.runfolder import atomic_path, open_run, read_parquet, sha256_file, write_parquet
+from knowpack.runfolder import NOT_RESULT, atomic_path, open_run, read_parquet, sha256_file, write_parquet
 from knowpack.text import extract_answer, match_lenient, match_strict, normalized_aliases
 
-NOT_RESULT = {"affects_results": False}
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 RESPONSES_SCHEMA = pa.schema(
     [

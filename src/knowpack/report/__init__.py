@@ -16,7 +16,7 @@ from knowpack.errors import InputError
 from knowpack.report import figures, tables
 from knowpack.report.collect import ReportData, collect
 from knowpack.report.html import Section, render_html, render_markdown
-from knowpack.runfolder import MANIFEST, open_run, write_bytes
+from knowpack.runfolder import MANIFEST, NOT_RESULT, open_run, write_bytes
 from knowpack.sweep.spec import mixture_label
 
 __all__ = ["ReportConfig", "make_report"]
@@ -25,7 +25,7 @@ __all__ = ["ReportConfig", "make_report"]
 @dataclass
 class ReportConfig:
     source: Path
-    out: Path | None = field(default=None, metadata={"affects_results": False})
+    out: Path | None = field(default=None, metadata=NOT_RESULT)
     title: str | None = None
 
 

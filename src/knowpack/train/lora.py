@@ -38,7 +38,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from knowpack.errors import InputError
 from knowpack.models import LoadedModel, load_model
-from knowpack.runfolder import RunFolder, open_run, read_parquet, write_parquet
+from knowpack.runfolder import NOT_RESULT, RunFolder, open_run, read_parquet, write_parquet
 from knowpack.train.mixture import Fact, load_pool, parse_extra, questions_of, sample_facts
 
 log = logging.getLogger(__name__)
@@ -71,20 +71,19 @@ TRAIN_LOG_SCHEMA = pa.schema(
 
 # "answer": loss on the answer tokens only; "all": on every token, prompt included (the study's code).
 LOSS_ON = ("answer", "all")
-_NOT_RESULT = {"affects_results": False}
 
 
 @dataclass
 class TrainConfig:
     """One packing run. Paths are hashed as inputs and the model by its fingerprint, so they stay out of the key."""
 
-    labels: Path = field(metadata=_NOT_RESULT)
-    out: Path = field(metadata=_NOT_RESULT)
-    questions: Path | None = field(default=None, metadata=_NOT_RESULT)
-    model: str = field(default="smollm2-135m", metadata=_NOT_RESULT)
+    labels: Path = field(metadata=NOT_RESULT)
+    out: Path = field(metadata=NOT_RESULT)
+    questions: Path | None = field(default=None, metadata=NOT_RESULT)
+    model: str = field(default="smollm2-135m", metadata=NOT_RESULT)
     unknown: int = 50
     extra: tuple[str, ...] = ()
-    extra_pool: Path | None = field(default=None, metadata=_NOT_RESULT)
+    extra_pool: Path | None = field(default=None, metadata=NOT_RESULT)
     allow_repeat: bool = False
     seed: int = 42
     rank: int = 1
@@ -105,10 +104,10 @@ class TrainConfig:
     # with a pass's length squared. The gradient is the same without dropout; with dropout the masks are drawn
     # differently, so it is part of the key. None: one pass per step.
     max_tokens_per_pass: int | None = None
-    device: str | None = field(default=None, metadata=_NOT_RESULT)
-    dtype: str | None = field(default=None, metadata=_NOT_RESULT)
-    trust_remote_code: bool = field(default=False, metadata=_NOT_RESULT)
-    overwrite: bool = field(default=False, metadata=_NOT_RESULT)
+    device: str | None = field(default=None, metadata=NOT_RESULT)
+    dtype: str | None = field(default=None, metadata=NOT_RESULT)
+    trust_remote_code: bool = field(default=False, metadata=NOT_RESULT)
+    overwrite: bool = field(default=False, metadata=NOT_RESULT)
 
     def validate(self) -> None:
         for name in ("unknown", "rank", "epochs", "batch_size"):
