@@ -152,6 +152,20 @@ def run_engine(model, tokenizer, jobs, batch_size, decoding, device) -> tuple[fl
     return time.perf_counter() - start, texts
 
 
+def profile_engine(model, tokenizer, jobs, batch_size, decoding, device) -> None:
+    """Where one engine batch's time goes: the top kernels by GPU time (CPU time on a CPU), and wall time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    jobs = jobs[:batch_size]
+    run_engine(model, tokenizer, jobs, batch_size, decoding, device)  # prefix cached, kernels warm
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        seconds, _ = run_engine(model, tokenizer, jobs, batch_size, decoding, device)
+    print(f"\nprofile: one batch of {len(jobs)} prompts, wall {seconds:.3f} s ({len(jobs) / seconds:.0f} prompts/s)")
+    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=22, max_name_column_width=70))
+
+
 def first_line(text: str) -> str:
     return text.strip().split("\n")[0].strip()
 
@@ -175,6 +189,7 @@ def main() -> None:
     parser.add_argument("--check-fp32", action="store_true", help="first compare greedy answers with generate's "
                         "on a float32 model of the synthetic model's width")
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores; 1 is faster on a busy machine)")
+    parser.add_argument("--profile", action="store_true", help="also profile one batch at the largest engine batch")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -226,6 +241,8 @@ def main() -> None:
     run_baseline(model, tokenizer, subset[: min(8, len(subset))], baseline_batch, decoding, "sdpa", device)
     run_engine(model, tokenizer, jobs[: min(64, len(jobs))], engine_batches[0], decoding, device)
 
+    if args.profile:
+        profile_engine(model, tokenizer, jobs, engine_batches[-1], decoding, device)
     rows = []
     reference = None
     for attn in [a for a in args.baseline_attn.split(",") if a]:

@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from knowpack.train.lora import TrainConfig, TrainingLoop, fresh_adapter, lora_config, pack, packed_logits  # noqa: E402
+from knowpack.train.lora import TrainConfig, TrainingLoop, fresh_adapter, lora_config  # noqa: E402
+from knowpack.train.packing import pack, packed_logits  # noqa: E402
 
 STUDY_BATCH = 8
 
@@ -68,13 +69,13 @@ def sync(device: torch.device) -> None:
 
 
 def knowpack_variant(model, rows, batch: int, args, loss_on: str = "answer", cast_inputs: bool = False,
-                     pass_tokens: int | None = None) -> dict:
+                     pass_tokens: int | None = None, lane_tokens: int = 512) -> dict:
     """Tokens/s of knowpack's training loop at ``batch`` rows per step (timed steps only)."""
     device = next(model.parameters()).device
     count = batch * (args.warmup + args.steps)
     config = TrainConfig(labels=Path("-"), out=Path("-"), rank=1, alpha=2.0, dropout=0.1, targets="mlp", lr=1e-3,
                          batch_size=batch, epochs=1, loss_on=loss_on, seed=0,
-                         max_tokens_per_pass=pass_tokens)
+                         max_tokens_per_pass=pass_tokens, lane_tokens=lane_tokens)
     with fresh_adapter(model, lora_config(config), seed=0) as peft_model:
         loop = TrainingLoop(peft_model, model, rows[:count], config)
         if cast_inputs:  # ablation: peft's default of copying each adapter input to float32
@@ -87,7 +88,8 @@ def knowpack_variant(model, rows, batch: int, args, loss_on: str = "answer", cas
         del loop
     tokens, seconds = sum(r["tokens"] for r in log), sum(r["seconds"] for r in log)
     name = (f"knowpack packed, batch {batch}, loss on {loss_on}" + (", fp32 adapter inputs" if cast_inputs else "")
-            + (f", passes of ≤{pass_tokens} tokens" if pass_tokens else ""))
+            + (f", passes of ≤{pass_tokens} tokens" if pass_tokens else "")
+            + (f", lanes of {lane_tokens} tokens" if lane_tokens != 512 else ""))
     return {"config": name, "batch": batch, "tokens_per_s": tokens / seconds, "step_s": seconds / len(log),
             "tokens_per_step": tokens / len(log), "padding_share": 0.0, "peak_gib": peak,
             "loss_first_last": [log[0]["loss"], log[-1]["loss"]]}
@@ -214,11 +216,13 @@ def main() -> None:
                         help="also at batch 64: loss on all tokens, and peft's float32 copies of adapter inputs (GPU)")
     parser.add_argument("--pass-tokens", default="", help="also try --max-tokens-per-pass values, e.g. 1024,2048")
     parser.add_argument("--profile", action="store_true", help="profile 3 steps at the largest batch")
-    parser.add_argument("--compile-experiment", action="store_true",
-                        help="afterwards: the two largest batches with decoder layers under torch.compile")
+    parser.add_argument("--lane-tokens", default="512", help="attention lane lengths to try, e.g. 256,512")
+    parser.add_argument("--compile-experiment", choices=("layer", "mlp"),
+                        help="afterwards: the two largest batches with decoder layers (or their MLPs) under torch.compile")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     args.pass_tokens = [int(t) for t in args.pass_tokens.split(",") if t]
+    args.lane_tokens = [int(t) for t in args.lane_tokens.split(",") if t]
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.synthetic_llama8b:
@@ -237,9 +241,11 @@ def main() -> None:
     results = [study_variant(model, rows, args)]
     print(results[-1], flush=True)
     for batch in batches:
-        for pass_tokens in [None] + [t for t in args.pass_tokens if t < batch * 55]:
+        variants = [(None, lane) for lane in args.lane_tokens] + [(t, 512) for t in args.pass_tokens if t < batch * 55]
+        for pass_tokens, lane_tokens in variants:
             try:
-                results.append(knowpack_variant(model, rows, batch, args, pass_tokens=pass_tokens))
+                results.append(knowpack_variant(model, rows, batch, args, pass_tokens=pass_tokens,
+                                                lane_tokens=lane_tokens))
             except torch.OutOfMemoryError:
                 print(f"batch {batch}, passes of {pass_tokens} tokens: out of memory", flush=True)
                 continue
@@ -262,20 +268,22 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"model": name, "device": where, "results": results}, indent=2))
     if args.compile_experiment:
-        compile_experiment(model, rows, batches, args, study)
+        compile_experiment(model, rows, batches, args, study, args.compile_experiment)
 
 
-def compile_experiment(model, rows, batches, args, study: float) -> None:
-    """Not part of knowpack's loop (yet): the same loop with each decoder layer under torch.compile(dynamic=True),
-    to see how much of the step is Python dispatch overhead. Warm-up steps include the compilation."""
-    layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+def compile_experiment(model, rows, batches, args, study: float, target: str) -> None:
+    """Not part of knowpack's loop (yet): the same loop with each decoder layer (or its MLP) under
+    torch.compile(dynamic=True), to see how much of the step is dispatch and unfused elementwise work. Warm-up steps
+    include the compilation."""
+    layers = [m if target == "layer" else m.mlp for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
     started = time.perf_counter()
     for layer in layers:
         layer.forward = torch.compile(layer.forward, dynamic=True)
     try:
         for batch in batches[-2:]:
-            result = knowpack_variant(model, rows, batch, argparse.Namespace(warmup=args.warmup + 2, steps=args.steps))
-            print(f"| {result['config']}, decoder layers compiled | {batch} | {result['tokens_per_step']:.0f} | 0% | "
+            result = knowpack_variant(model, rows, batch, argparse.Namespace(warmup=args.warmup + 2, steps=args.steps),
+                                      lane_tokens=args.lane_tokens[0])
+            print(f"| {result['config']}, {'decoder layers' if target == 'layer' else 'MLPs'} compiled | {batch} | {result['tokens_per_step']:.0f} | 0% | "
                   f"{result['step_s']:.3f} | {result['tokens_per_s']:,.0f} | {result['tokens_per_s'] / study:.2f} | "
                   f"{result['peak_gib'] or 0:.1f} |  (elapsed with compilation {time.perf_counter() - started:.0f} s)",
                   flush=True)

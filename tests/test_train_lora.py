@@ -14,7 +14,7 @@ from test_train_mixture import make_label_folder, write_questions
 from knowpack.errors import InputError, RunConflictError
 from knowpack.models import load_model
 from knowpack.train import TrainConfig, train_loaded
-from knowpack.train import lora
+from knowpack.train import lora, packing
 
 TEMPLATE = "Question: {question}\nAnswer: {answer}"
 
@@ -102,8 +102,9 @@ def test_saved_adapter_loads_with_peft_and_reproduces_training_outputs(loaded, l
     assert not torch.allclose(with_adapter(input_ids=ids).logits, plain)
 
 
+@pytest.mark.parametrize("lane_tokens", [512, 24])  # one lane; a lane per row, padded to the longest
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_packed_batch_matches_rows_run_one_by_one(loaded, attention):
+def test_packed_batch_matches_rows_run_one_by_one(loaded, attention, lane_tokens):
     tokenizer = loaded.tokenizer
     rows = [lora.encode_example(tokenizer, p, t, add_special_tokens=True)
             for p, t in [("Question: Who?\nAnswer: ", "Ada Lovelace"), ("Question: Where is the big city?\nAnswer: ", "Paris"),
@@ -112,10 +113,11 @@ def test_packed_batch_matches_rows_run_one_by_one(loaded, attention):
     model.set_attn_implementation(attention)
     request_cleanup = lambda: model.set_attn_implementation("sdpa")  # noqa: E731
     for loss_on in lora.LOSS_ON:
-        batch = lora.pack(rows, loss_on, torch.device("cpu"))
+        batch = packing.pack(rows, loss_on, torch.device("cpu"), lane_tokens)
         assert batch.tokens == sum(len(ids) for ids, _ in rows)
+        assert batch.lanes == (1 if lane_tokens == 512 else len(rows))
         with torch.no_grad():
-            logits = lora.packed_logits(model, batch)
+            logits = packing.packed_logits(model, batch)
             packed = torch.nn.functional.cross_entropy(logits, batch.labels, reduction="sum")
             separate, count = 0.0, 0
             for ids, prompt_len in rows:
@@ -126,14 +128,16 @@ def test_packed_batch_matches_rows_run_one_by_one(loaded, attention):
         assert len(batch.labels) == count
         torch.testing.assert_close(packed, separate, rtol=1e-5, atol=1e-4)
     request_cleanup()
-    answer_only = lora.pack(rows, "answer", torch.device("cpu"))
+    answer_only = packing.pack(rows, "answer", torch.device("cpu"))
     assert answer_only.labels[-1].item() == tokenizer.eos_token_id  # every row ends in EOS
-    assert len(answer_only.labels) < len(lora.pack(rows, "all", torch.device("cpu")).labels)
+    assert len(answer_only.labels) < len(packing.pack(rows, "all", torch.device("cpu")).labels)
 
 
 def test_passes_split_a_step_without_changing_it(loaded, labels, tmp_path):
     rows = [([5] * 30, 20), ([6] * 50, 40), ([7] * 20, 10), ([8] * 90, 80)]
     assert [len(g) for g in lora.split_rows(rows, 80)] == [2, 1, 1]  # a row longer than the limit goes alone
+    assert packing.assign_lanes([len(ids) for ids, _ in rows], 80) == [[0, 1], [2], [3]]  # first fit, in order
+    assert packing.assign_lanes([50, 40, 30], 80) == [[0, 2], [1]]  # a later short row fills an earlier lane
     assert lora.split_rows(rows, None) == [rows]
     whole = train_loaded(loaded, make_config(labels, tmp_path / "whole", epochs=2, dropout=0.0))
     split = train_loaded(loaded, make_config(labels, tmp_path / "split", epochs=2, dropout=0.0, max_tokens_per_pass=64))

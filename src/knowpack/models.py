@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +97,29 @@ def load_model(
     if chat is None:
         chat = tokenizer.chat_template is not None
     return LoadedModel(model, tokenizer, spec, fingerprint, chat)
+
+
+@contextmanager
+def attention_implementation(model: torch.nn.Module, name: str) -> Iterator[None]:
+    """Route the model's attention (sub-models' too) through the implementation registered as ``name`` with
+    transformers' ``AttentionInterface`` while the block runs; the previous one is restored afterwards."""
+    configs = list(_all_configs(model.config))
+    previous = [c._attn_implementation for c in configs]
+    for c in configs:
+        c._attn_implementation = name
+    try:
+        yield
+    finally:
+        for c, implementation in zip(configs, previous):
+            c._attn_implementation = implementation
+
+
+def _all_configs(config) -> Iterator:
+    yield config
+    for name in getattr(config, "sub_configs", {}) or {}:
+        sub = getattr(config, name, None)
+        if sub is not None:
+            yield from _all_configs(sub)
 
 
 def resolve_model(spec: str, *, trust_remote_code: bool = False) -> tuple[str, str, bool | None]:

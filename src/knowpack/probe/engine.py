@@ -33,6 +33,7 @@ import torch
 from transformers import AttentionInterface
 
 from knowpack.errors import InputError
+from knowpack.models import attention_implementation
 
 ATTENTION_NAME = "knowpack_shared_prefix"
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in adapter_names
@@ -240,25 +241,12 @@ AttentionInterface.register(ATTENTION_NAME, _shared_prefix_attention)
 @contextmanager
 def _prefix_attention(model, state: _BatchState):
     """Route the model's attention through the shared-prefix function for one forward pass."""
-    configs = [c for c in _all_configs(model.config)]
-    previous = [c._attn_implementation for c in configs]
-    for c in configs:
-        c._attn_implementation = ATTENTION_NAME
     _ACTIVE.append(state)
     try:
-        yield
+        with attention_implementation(model, ATTENTION_NAME):
+            yield
     finally:
         _ACTIVE.pop()
-        for c, impl in zip(configs, previous):
-            c._attn_implementation = impl
-
-
-def _all_configs(config) -> Iterator:
-    yield config
-    for name in getattr(config, "sub_configs", {}) or {}:
-        sub = getattr(config, name, None)
-        if sub is not None:
-            yield from _all_configs(sub)
 
 
 # ---------------------------------------------------------------- sampling

@@ -46,8 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     chat.add_argument("--chat", dest="chat", action="store_true", default=None, help="force the chat template")
     chat.add_argument("--no-chat", dest="chat", action="store_false", help="plain `Question: q\\nAnswer: a` rows")
     parser.add_argument("--max-tokens-per-pass", type=int, metavar="N",
-                        help="split each step into forward passes of at most N tokens (same gradient without dropout; less memory, "
-                        "less attention work on large batches)")
+                        help="split each step into forward passes of at most N tokens (same gradient without dropout; less memory)")
+    parser.add_argument("--lane-tokens", type=int, default=512, metavar="N",
+                        help="pack rows into attention lanes of about N tokens (default 512; same loss, attention "
+                        "cost grows with tokens × N)")
     parser.add_argument("--device", help="cuda, cpu, cuda:1 … (default: cuda when available)")
     parser.add_argument("--dtype", help="bfloat16, float32 … (default: bf16 on GPU, float32 on CPU)")
     parser.add_argument("--trust-remote-code", action="store_true", help="run Python code shipped with a hub model (off by default: it runs with your rights)")

@@ -4,9 +4,10 @@ Why it is built this way:
 - *Many runs, one base model.* The study reloaded the 8B model for each of its 72 runs. Here a run injects a new
   adapter into the loaded model and removes it afterwards (``fresh_adapter``), restoring every flag it touched,
   so a sweep loads the base once and run B never depends on whether run A ran before it.
-- *No padding waste.* Rows are 40–70 tokens. A batch's rows are packed into one sequence whose position ids
-  restart at each row; transformers turns that into a block-diagonal causal mask, so rows never see each other
-  and no pad token is computed. Logits are computed only where the loss needs them (the answer tokens by
+- *No padding waste.* Rows are 40–70 tokens. A batch's rows are packed into lanes of about ``lane_tokens``
+  tokens with position ids restarting at each row and attention per lane with a block-diagonal causal mask
+  (``packing.py``), so rows never see each other, almost no pad token is computed and attention cost stays
+  linear in the step's tokens. Logits are computed only where the loss needs them (the answer tokens by
   default), which skips most of the large vocabulary projection.
 - *Resume that ends bit-identical.* The data order of an epoch is a function of (seed, epoch) and the global RNG
   (LoRA dropout) is reseeded at each epoch start, so an epoch's result depends only on the adapter and optimizer
@@ -34,12 +35,12 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from knowpack.errors import InputError
 from knowpack.models import LoadedModel, load_model
 from knowpack.runfolder import NOT_RESULT, RunFolder, open_run, read_parquet, write_parquet
 from knowpack.train.mixture import Fact, load_pool, parse_extra, questions_of, sample_facts
+from knowpack.train.packing import pack, packed_logits
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +105,16 @@ class TrainConfig:
     # with a pass's length squared. The gradient is the same without dropout; with dropout the masks are drawn
     # differently, so it is part of the key. None: one pass per step.
     max_tokens_per_pass: int | None = None
+    # Rows are packed into attention lanes of about this many tokens (see packing.py): the same loss up to float
+    # rounding, so not part of the key.
+    lane_tokens: int = field(default=512, metadata=NOT_RESULT)
     device: str | None = field(default=None, metadata=NOT_RESULT)
     dtype: str | None = field(default=None, metadata=NOT_RESULT)
     trust_remote_code: bool = field(default=False, metadata=NOT_RESULT)
     overwrite: bool = field(default=False, metadata=NOT_RESULT)
 
     def validate(self) -> None:
-        for name in ("unknown", "rank", "epochs", "batch_size"):
+        for name in ("unknown", "rank", "epochs", "batch_size", "lane_tokens"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if self.max_tokens_per_pass is not None and self.max_tokens_per_pass < 1:
@@ -225,42 +229,6 @@ def encode_example(tokenizer, prompt: str, target: str, *, add_special_tokens: b
     return prompt_ids + target_ids, len(prompt_ids)
 
 
-@dataclass
-class PackedBatch:
-    """Rows concatenated into one sequence; the loss is read at ``positions`` and must predict ``labels``.
-    ``segments`` numbers each token's row (it builds the block-diagonal attention mask)."""
-
-    input_ids: torch.Tensor
-    position_ids: torch.Tensor
-    segments: torch.Tensor
-    positions: torch.Tensor
-    labels: torch.Tensor
-    tokens: int
-
-
-def pack(rows: list[tuple[list[int], int]], loss_on: str, device: torch.device) -> PackedBatch:
-    """Pack rows for a block-diagonal forward pass (position ids restart at every row, no padding)."""
-    ids, position_ids, segments, positions, labels = [], [], [], [], []
-    for index, (row, prompt_len) in enumerate(rows):
-        start = len(ids)
-        first = prompt_len - 1 if loss_on == "answer" else 0
-        ids += row
-        position_ids += range(len(row))
-        segments += [index] * len(row)
-        positions += range(start + first, start + len(row) - 1)
-        labels += row[first + 1 :]
-    pinned = device.type == "cuda"  # pinned host memory lets the copy run without stalling the GPU queue
-
-    def to_device(values: list) -> torch.Tensor:
-        tensor = torch.tensor(values, dtype=torch.long)
-        return (tensor.pin_memory() if pinned else tensor).to(device, non_blocking=pinned)
-
-    return PackedBatch(
-        to_device([ids]), to_device([position_ids]), to_device(segments), to_device(positions), to_device(labels),
-        len(ids),
-    )
-
-
 def split_rows(rows: list[tuple[list[int], int]], max_tokens: int | None) -> list[list[tuple[list[int], int]]]:
     """Consecutive groups of rows of at most ``max_tokens`` tokens (a longer row alone): forward passes whose
     attention cost grows with the group's length squared, not the whole batch's."""
@@ -274,47 +242,6 @@ def split_rows(rows: list[tuple[list[int], int]], max_tokens: int | None) -> lis
         current.append(row)
         length += len(row[0])
     return groups + [current]
-
-
-# sdpa kernels for the block-diagonal mask on CUDA below MASKED_SDPA_CUDNN_MIN_TOKENS: not cuDNN (per-length plan
-# setup, see packed_logits). From that length on attention dominates the step and cuDNN's kernel is the faster one.
-MASKED_SDPA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-MASKED_SDPA_CUDNN_MIN_TOKENS = 4096
-
-
-def packed_logits(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
-    """Logits at ``batch.positions`` only, each row attending only to itself.
-
-    For sdpa and eager attention the block-diagonal causal mask is built here; other implementations (flash,
-    flex) get it from the position-id resets, which transformers reads as packed rows when no mask is given.
-    """
-    implementation = getattr(model.config, "_attn_implementation", None)
-    mask = None
-    if implementation in ("sdpa", "eager"):
-        causal = torch.ones(batch.tokens, batch.tokens, dtype=torch.bool, device=batch.segments.device).tril()
-        mask = (causal & (batch.segments[:, None] == batch.segments[None, :]))[None, None]
-        if implementation == "eager":
-            dtype = next(model.parameters()).dtype
-            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-    # On CUDA, sdpa with a mask picks cuDNN's fused attention, which sets up a plan per sequence length, and packed
-    # steps have a new length almost every time. On an H100 (Llama-8B shape) that made the first steps of a process
-    # take 3-5 s each at batch 8 (~450 tokens) and later ones ~0.4 s instead of ~0.15 s; batch 16 took 0.36 s instead
-    # of 0.18 s. The memory-efficient kernel takes the same mask with no per-length setup and is as fast up to
-    # ~3.5k tokens; at ~7k tokens cuDNN is 25% faster per step, so long passes keep it (MASKED_SDPA_CUDNN_MIN_TOKENS).
-    # Backward uses the kernel the forward chose.
-    backends = (
-        MASKED_SDPA_BACKENDS
-        if mask is not None and implementation == "sdpa" and mask.is_cuda and batch.tokens < MASKED_SDPA_CUDNN_MIN_TOKENS
-        else None
-    )
-    with sdpa_kernel(backends) if backends else nullcontext():
-        return model(
-            input_ids=batch.input_ids,
-            position_ids=batch.position_ids,
-            attention_mask=mask,
-            logits_to_keep=batch.positions,
-            use_cache=False,
-        ).logits[0]
 
 
 def epoch_batches(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -433,7 +360,8 @@ class TrainingLoop:
             for group in self.optimizer.param_groups:
                 group["lr"] = config.lr * (1 - step / total_steps if config.schedule == "linear" else 1.0)
             rows = [self.rows[i] for i in batch_rows]
-            passes = [pack(group, config.loss_on, self.device) for group in split_rows(rows, config.max_tokens_per_pass)]
+            passes = [pack(group, config.loss_on, self.device, config.lane_tokens)
+                      for group in split_rows(rows, config.max_tokens_per_pass)]
             targets = sum(len(batch.labels) for batch in passes)
             step_loss = torch.zeros((), device=self.device)
             for batch in passes:  # gradient accumulation: sum of per-token losses over the step's target count
