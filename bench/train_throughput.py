@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from knowpack.train.lora import TrainConfig, TrainingLoop, fresh_adapter, lora_config  # noqa: E402
-from knowpack.train.packing import pack, packed_logits  # noqa: E402
+from knowpack.train import packing  # noqa: E402
 
 STUDY_BATCH = 8
 
@@ -69,19 +70,20 @@ def sync(device: torch.device) -> None:
 
 
 def knowpack_variant(model, rows, batch: int, args, loss_on: str = "answer", cast_inputs: bool = False,
-                     pass_tokens: int | None = None, lane_tokens: int = 512) -> dict:
+                     pass_tokens: int | None = None, lane_tokens: int = 512, varlen: bool = True) -> dict:
     """Tokens/s of knowpack's training loop at ``batch`` rows per step (timed steps only)."""
     device = next(model.parameters()).device
     count = batch * (args.warmup + args.steps)
     config = TrainConfig(labels=Path("-"), out=Path("-"), rank=1, alpha=2.0, dropout=0.1, targets="mlp", lr=1e-3,
                          batch_size=batch, epochs=1, loss_on=loss_on, seed=0,
                          max_tokens_per_pass=pass_tokens, lane_tokens=lane_tokens)
-    with fresh_adapter(model, lora_config(config), seed=0) as peft_model:
+    with fresh_adapter(model, lora_config(config), seed=0) as peft_model, nullcontext() if varlen else without_varlen():
         loop = TrainingLoop(peft_model, model, rows[:count], config)
         if cast_inputs:  # ablation: peft's default of copying each adapter input to float32
             for module in peft_model.modules():
                 if hasattr(module, "cast_input_dtype_enabled"):
                     module.cast_input_dtype_enabled = True
+        loop_varlen = loop.lane_tokens is None
         reset_peak(device)
         log = loop.run_epoch(1)[args.warmup:]
         peak = peak_gib(device)
@@ -89,9 +91,9 @@ def knowpack_variant(model, rows, batch: int, args, loss_on: str = "answer", cas
     tokens, seconds = sum(r["tokens"] for r in log), sum(r["seconds"] for r in log)
     name = (f"knowpack packed, batch {batch}, loss on {loss_on}" + (", fp32 adapter inputs" if cast_inputs else "")
             + (f", passes of ≤{pass_tokens} tokens" if pass_tokens else "")
-            + (f", lanes of {lane_tokens} tokens" if lane_tokens != 512 else ""))
+            + ("" if loop_varlen else f", lanes of {lane_tokens} tokens"))
     return {"config": name, "batch": batch, "tokens_per_s": tokens / seconds, "step_s": seconds / len(log),
-            "tokens_per_step": tokens / len(log), "padding_share": 0.0, "peak_gib": peak,
+            "tokens_per_step": tokens / len(log), "padding_share": 0.0 if loop_varlen else None, "peak_gib": peak,
             "loss_first_last": [log[0]["loss"], log[-1]["loss"]]}
 
 
@@ -156,20 +158,37 @@ def study_variant(model, rows, args) -> dict:
             "padding_share": 1 - real / padded, "peak_gib": peak}
 
 
-def packing_check(model, rows) -> float:
-    """Relative difference between the loss of 6 rows packed into one sequence and the rows run one by one:
-    proves the block-diagonal mask works with this transformers version (bf16 rounding only on GPU)."""
+def packing_check(model, rows) -> dict[str, float]:
+    """Relative difference between the loss of 6 rows packed and the rows run one by one, per attention path
+    (flash over variable-length rows where available; lanes of 64 tokens, so several padded lanes): proves the
+    packing is exact with this transformers version (bf16 rounding only on GPU)."""
     device = next(model.parameters()).device
-    batch = pack(rows[:6], "all", device)
+    paths = {"lanes of 64 tokens": 64} | ({"flash, variable-length rows": None} if packing.uses_varlen(model) else {})
+    out = {}
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        packed = torch.nn.functional.cross_entropy(packed_logits(model, batch).float(), batch.labels, reduction="sum")
         separate = sum(
             torch.nn.functional.cross_entropy(
                 model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, :-1].float(),
                 torch.tensor(ids[1:], device=device), reduction="sum")
             for ids, _ in rows[:6]
         )
-    return abs(packed.item() - separate.item()) / abs(separate.item())
+        for name, lane_tokens in paths.items():
+            with without_varlen() if lane_tokens else nullcontext():
+                batch = packing.pack(rows[:6], "all", device, lane_tokens)
+                packed = torch.nn.functional.cross_entropy(packing.packed_logits(model, batch).float(), batch.labels,
+                                                           reduction="sum")
+            out[name] = abs(packed.item() - separate.item()) / abs(separate.item())
+    return out
+
+
+@contextmanager
+def without_varlen():
+    """Force the lanes path (an ablation of flash attention over variable-length rows)."""
+    saved, packing.varlen_attn = packing.varlen_attn, None
+    try:
+        yield
+    finally:
+        packing.varlen_attn = saved
 
 
 def profile(model, rows, batch: int, args) -> None:
@@ -216,7 +235,9 @@ def main() -> None:
                         help="also at batch 64: loss on all tokens, and peft's float32 copies of adapter inputs (GPU)")
     parser.add_argument("--pass-tokens", default="", help="also try --max-tokens-per-pass values, e.g. 1024,2048")
     parser.add_argument("--profile", action="store_true", help="profile 3 steps at the largest batch")
-    parser.add_argument("--lane-tokens", default="512", help="attention lane lengths to try, e.g. 256,512")
+    parser.add_argument("--lanes-ablation", action="store_true",
+                        help="also run each batch with attention per lane (the CPU path) instead of flash over rows")
+    parser.add_argument("--lane-tokens", default="512", help="lane lengths for --lanes-ablation, e.g. 256,512")
     parser.add_argument("--compile-experiment", choices=("layer", "mlp"),
                         help="afterwards: the two largest batches with decoder layers (or their MLPs) under torch.compile")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -237,17 +258,18 @@ def main() -> None:
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {name} on {where}; dtype {next(model.parameters()).dtype}; torch {torch.__version__}", flush=True)
 
-    print(f"packing check: packed vs row-by-row loss differ by {packing_check(model, rows):.2e} (relative)", flush=True)
+    for path, difference in packing_check(model, rows).items():
+        print(f"packing check ({path}): packed vs row-by-row loss differ by {difference:.2e} (relative)", flush=True)
     results = [study_variant(model, rows, args)]
     print(results[-1], flush=True)
     for batch in batches:
-        variants = [(None, lane) for lane in args.lane_tokens] + [(t, 512) for t in args.pass_tokens if t < batch * 55]
-        for pass_tokens, lane_tokens in variants:
+        variants = [{}] + [{"lane_tokens": lane, "varlen": False} for lane in args.lane_tokens if args.lanes_ablation]
+        variants += [{"pass_tokens": t} for t in args.pass_tokens if t < batch * 55]
+        for variant in variants:
             try:
-                results.append(knowpack_variant(model, rows, batch, args, pass_tokens=pass_tokens,
-                                                lane_tokens=lane_tokens))
+                results.append(knowpack_variant(model, rows, batch, args, **variant))
             except torch.OutOfMemoryError:
-                print(f"batch {batch}, passes of {pass_tokens} tokens: out of memory", flush=True)
+                print(f"batch {batch}, {variant}: out of memory", flush=True)
                 continue
             print(results[-1], flush=True)
     if args.profile:
@@ -262,7 +284,8 @@ def main() -> None:
           + (" peak GiB |" if device.type == "cuda" else ""))
     print("|---|---|---|---|---|---|---|" + ("---|" if device.type == "cuda" else ""))
     for r in results:
-        line = (f"| {r['config']} | {r['batch']} | {r['tokens_per_step']:.0f} | {r['padding_share']:.0%} | "
+        padding = "lane ends" if r["padding_share"] is None else f"{r['padding_share']:.0%}"
+        line = (f"| {r['config']} | {r['batch']} | {r['tokens_per_step']:.0f} | {padding} | "
                 f"{r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / study:.2f} |")
         print(line + (f" {r['peak_gib']:.1f} |" if device.type == "cuda" else ""))
     if args.json:

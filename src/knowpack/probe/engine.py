@@ -18,7 +18,8 @@ full prompt for every question. This engine:
 
 Sampling is seeded per (prompt, sample): each sampled token comes from one counter-based uniform number, so an
 answer does not depend on batch size or on what else is in the batch (resumed runs draw the same answers).
-Attention runs in float32 (scores, softmax, weighted sum) with keys/values kept in the model's dtype.
+Attention has the numerics of transformers' eager attention (the study's setting): scores and weighted sums in the
+model's dtype, softmax in float32.
 """
 
 from __future__ import annotations
@@ -149,16 +150,15 @@ class _BatchState:
     def end(self) -> None:
         self.length += self.query_len
 
-    def _allocate(self, layer: int, rows: int, heads: int, key_dim: int, value_dim: int, device) -> None:
-        # float32: attention reads these every step in float32; the values themselves are the model dtype's.
+    def _allocate(self, layer: int, rows: int, heads: int, key_dim: int, value_dim: int, dtype, device) -> None:
         # Zeros, not garbage: masked slots get probability 0, and 0 × NaN would still poison the sum.
-        self.keys[layer] = torch.zeros(rows, heads, self.capacity, key_dim, device=device)
-        self.values[layer] = torch.zeros(rows, heads, self.capacity, value_dim, device=device)
+        self.keys[layer] = torch.zeros(rows, heads, self.capacity, key_dim, dtype=dtype, device=device)
+        self.values[layer] = torch.zeros(rows, heads, self.capacity, value_dim, dtype=dtype, device=device)
 
     def write(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if layer not in self.keys:
             rows, heads, _, dim = key.shape
-            self._allocate(layer, rows, heads, dim, value.shape[-1], key.device)
+            self._allocate(layer, rows, heads, dim, value.shape[-1], key.dtype, key.device)
         end = self.length + self.query_len
         self.keys[layer][:, :, self.length:end] = key
         self.values[layer][:, :, self.length:end] = value
@@ -170,7 +170,7 @@ class _BatchState:
         for layer, keys in part.keys.items():
             if layer not in self.keys:
                 self._allocate(layer, len(self.pad), keys.shape[1], keys.shape[-1], part.values[layer].shape[-1],
-                               keys.device)
+                               keys.dtype, keys.device)
             self.keys[layer][start:end, :, width - filled:width] = keys[:, :, :filled]
             self.values[layer][start:end, :, width - filled:width] = part.values[layer][:, :, :filled]
         self.length = width
@@ -205,7 +205,7 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=
     group = q_heads // kv_heads
     scale = scaling if scaling is not None else dim ** -0.5
     # (rows, kv_heads, group*q_len, dim): query head h reads kv head h // group, as repeat_kv does.
-    q = query.float().reshape(rows, kv_heads, group * q_len, dim)
+    q = query.reshape(rows, kv_heads, group * q_len, dim)
     scores = torch.matmul(q, keys.transpose(-1, -2)) * scale
     scores = scores.view(rows, kv_heads, group, q_len, -1)
     if softcap is not None:
@@ -213,19 +213,18 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=
     scores = scores.masked_fill(~state.mask, -math.inf).view(rows, kv_heads, group * q_len, -1)
     prefix = state.prefix_kv.get(layer)
     if prefix is None:
-        probs = torch.softmax(scores, dim=-1)
-        out = torch.matmul(probs, values)
+        out = torch.matmul(_softmax(scores), values)
     else:
-        prefix_keys, prefix_values = prefix  # (groups, kv_heads, prefix_len, dim), float32
-        prefix_scores = torch.empty(rows, kv_heads, group * q_len, state.prefix_len, device=q.device)
+        prefix_keys, prefix_values = prefix  # (groups, kv_heads, prefix_len, dim)
+        prefix_scores = torch.empty(rows, kv_heads, group * q_len, state.prefix_len, device=q.device, dtype=q.dtype)
         for start, end, g in state.groups:
             block = q[start:end].transpose(0, 1).reshape(kv_heads, -1, dim)
             s = torch.matmul(block, prefix_keys[g].transpose(-1, -2)) * scale
             prefix_scores[start:end] = s.view(kv_heads, end - start, group * q_len, -1).transpose(0, 1)
         if softcap is not None:
             prefix_scores = torch.tanh(prefix_scores / softcap) * softcap
-        probs = torch.softmax(torch.cat([prefix_scores, scores], dim=-1), dim=-1)
-        out = torch.matmul(probs[..., state.prefix_len:], values)
+        probs = _softmax(torch.cat([prefix_scores, scores], dim=-1))
+        out = torch.matmul(probs[..., state.prefix_len:], values).float()  # the two parts summed before rounding
         prefix_probs = probs[..., : state.prefix_len]
         for start, end, g in state.groups:
             block = prefix_probs[start:end].transpose(0, 1).reshape(kv_heads, -1, state.prefix_len)
@@ -233,6 +232,11 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=
             out[start:end] += part.transpose(0, 1)
     out = out.view(rows, kv_heads, group, q_len, -1).reshape(rows, q_heads, q_len, -1)
     return out.transpose(1, 2).to(query.dtype).contiguous(), None
+
+
+def _softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax in float32, back in the scores' dtype: the numerics of transformers' eager attention."""
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
 
 
 AttentionInterface.register(ATTENTION_NAME, _shared_prefix_attention)

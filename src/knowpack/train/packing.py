@@ -1,15 +1,21 @@
-"""Packed training rows: a step's rows laid out in lanes, each row attending only to itself.
+"""Packed training rows: a step's rows in one sequence of real tokens, each row attending only to itself.
 
-Rows are 40–70 tokens, so padding every row to the longest wastes compute, and one long packed sequence makes
-attention cost grow with the step's token count squared (at 3.5k tokens on an 8B model it took most of the
-step). Here rows are packed first-fit into *lanes* of about ``lane_tokens`` tokens; the lanes are concatenated
-into one sequence for the model (so its projections see a single batch of real tokens), and attention runs per
-lane with a block-diagonal causal mask: cost grows with tokens × lane length. Position ids restart at each row,
-so a row computes exactly what it would alone. Logits are computed only where the loss reads them.
+Rows are 40–70 tokens, so padding every row to the longest wastes compute, and one long packed sequence with a
+block-diagonal mask makes attention cost grow with the step's token count squared (at 3.5k tokens on an 8B model
+it took most of the step). So rows are concatenated (position ids restart at each row, so a row computes exactly
+what it would alone) and attention is computed per row group:
+
+* on CUDA with a half-precision model, by flash attention over variable-length rows (``varlen_attn``, PyTorch ≥
+  2.10): cost grows with each row's own length, no mask, no padding;
+* elsewhere, rows are packed first-fit into *lanes* of about ``lane_tokens`` tokens (lane ends padded) and sdpa
+  runs per lane with a block-diagonal causal mask: cost grows with tokens × lane length.
+
+Logits are computed only where the loss reads them.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -21,7 +27,13 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from knowpack.models import attention_implementation
 
+try:
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # PyTorch < 2.10
+    varlen_attn = None
+
 LANE_ATTENTION = "knowpack_lanes"
+VARLEN_ATTENTION = "knowpack_varlen"
 # On CUDA, sdpa with a mask would pick cuDNN's fused attention, which sets up a plan per shape; packed steps have
 # a new shape almost every time, and in a fresh process that cost 3-5 s per new shape on an H100 (8B shape).
 # The memory-efficient kernel takes the same mask with no per-shape set-up. Backward uses the forward's kernel.
@@ -31,17 +43,26 @@ MASKED_SDPA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 @dataclass
 class PackedBatch:
     """Lanes of rows concatenated into one sequence of ``lanes × width`` tokens (lane ends padded); the loss is
-    read at ``positions`` (indices into that sequence) and must predict ``labels``. ``mask`` is each lane's
-    block-diagonal causal mask, (lanes, 1, width, width)."""
+    read at ``positions`` (indices into that sequence) and must predict ``labels``. ``segments`` numbers each
+    token's row within its lane (-1: padding); ``starts`` are the offsets where each row or padding block begins,
+    plus the total (flash attention's cumulative sequence lengths)."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
-    mask: torch.Tensor
+    segments: torch.Tensor
+    starts: torch.Tensor
+    longest: int
     positions: torch.Tensor
     labels: torch.Tensor
     tokens: int  # real tokens, padding excluded
     lanes: int
     width: int
+
+    def lane_mask(self) -> torch.Tensor:
+        """Each lane's block-diagonal causal mask, (lanes, 1, width, width); pad tokens see each other only, so
+        no query row is fully masked."""
+        causal = torch.ones(self.width, self.width, dtype=torch.bool, device=self.segments.device).tril()
+        return (causal & (self.segments[:, :, None] == self.segments[:, None, :]))[:, None]
 
 
 def assign_lanes(lengths: list[int], lane_tokens: int) -> list[list[int]]:
@@ -60,47 +81,53 @@ def assign_lanes(lengths: list[int], lane_tokens: int) -> list[list[int]]:
     return lanes
 
 
-def pack(rows: list[tuple[list[int], int]], loss_on: str, device: torch.device, lane_tokens: int = 512) -> PackedBatch:
-    """Pack (token ids, prompt length) rows; ``loss_on`` "answer" reads the loss after the prompt only."""
-    lanes = assign_lanes([len(ids) for ids, _ in rows], lane_tokens)
-    width = max(sum(len(rows[i][0]) for i in lane) for lane in lanes)
-    ids, position_ids, segments, positions, labels = [], [], [], [], []
+def pack(rows: list[tuple[list[int], int]], loss_on: str, device: torch.device,
+         lane_tokens: int | None = 512) -> PackedBatch:
+    """Pack (token ids, prompt length) rows; ``loss_on`` "answer" reads the loss after the prompt only.
+    ``lane_tokens`` None: one lane, no padding (for flash attention over variable-length rows)."""
+    lengths = [len(ids) for ids, _ in rows]  # then padding blocks' lengths appended
+    tokens = sum(lengths)
+    lanes = assign_lanes(lengths, lane_tokens) if lane_tokens is not None else [list(range(len(rows)))]
+    width = max(sum(lengths[i] for i in lane) for lane in lanes)
+    ids, position_ids, segments, starts, positions, labels = [], [], [], [], [], []
     for lane in lanes:
         start_of_lane = len(ids)
         for segment, index in enumerate(lane):
             row, prompt_len = rows[index]
             start = len(ids)
             first = prompt_len - 1 if loss_on == "answer" else 0
+            starts.append(start)
             ids += row
             position_ids += range(len(row))
             segments += [segment] * len(row)
             positions += range(start + first, start + len(row) - 1)
             labels += row[first + 1 :]
         padding = width - (len(ids) - start_of_lane)
+        if padding:
+            starts.append(len(ids))
+            lengths.append(padding)
         ids += [0] * padding
         position_ids += range(padding)
-        segments += [-1] * padding  # pad tokens attend to each other only: no row is fully masked
-    segment = torch.tensor(segments).view(len(lanes), width)
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
-    mask = (causal & (segment[:, :, None] == segment[:, None, :]))[:, None]
+        segments += [-1] * padding
     pinned = device.type == "cuda"  # pinned host memory lets the copy run without stalling the GPU queue
 
-    def to_device(values) -> torch.Tensor:
-        tensor = values if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=torch.long)
+    def to_device(values: list, dtype: torch.dtype = torch.long) -> torch.Tensor:
+        tensor = torch.tensor(values, dtype=dtype)
         return (tensor.pin_memory() if pinned else tensor).to(device, non_blocking=pinned)
 
     return PackedBatch(
-        to_device([ids]), to_device([position_ids]), to_device(mask), to_device(positions), to_device(labels),
-        sum(len(row) for row, _ in rows), len(lanes), width,
+        to_device([ids]), to_device([position_ids]), to_device(segments).view(len(lanes), width),
+        to_device(starts + [len(ids)], torch.int32), max(lengths),
+        to_device(positions), to_device(labels), tokens, len(lanes), width,
     )
 
 
-_LANES: list[PackedBatch] = []
+_ACTIVE: list[PackedBatch] = []
 
 
 def _lane_attention(module, query, key, value, attention_mask, **kwargs):
     """sdpa per lane: (1, heads, lanes × width, dim) viewed as (lanes, heads, width, dim), the lanes' own mask."""
-    batch = _LANES[-1]
+    batch = _ACTIVE[-1]
 
     def lanes_of(tensor: torch.Tensor) -> torch.Tensor:
         heads, dim = tensor.shape[1], tensor.shape[-1]
@@ -109,36 +136,71 @@ def _lane_attention(module, query, key, value, attention_mask, **kwargs):
     backends = MASKED_SDPA_BACKENDS if query.is_cuda else [SDPBackend.MATH, SDPBackend.EFFICIENT_ATTENTION]
     with sdpa_kernel(backends):
         out, weights = sdpa_attention_forward(
-            module, lanes_of(query), lanes_of(key), lanes_of(value), batch.mask, **kwargs
+            module, lanes_of(query), lanes_of(key), lanes_of(value), batch.lane_mask(), **kwargs
         )
     return out.reshape(1, batch.lanes * batch.width, *out.shape[2:]), weights
 
 
+def _varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Causal flash attention within each row (and padding block): (1, heads, tokens, dim) as (tokens, heads, dim)."""
+    batch = _ACTIVE[-1]
+    q, k, v = (tensor[0].transpose(0, 1) for tensor in (query, key, value))
+    options = dict(scale=scaling)
+    if "enable_gqa" in _VARLEN_PARAMETERS:
+        options["enable_gqa"] = True
+    elif k.shape[1] != q.shape[1]:
+        k, v = (tensor.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for tensor in (k, v))
+    if "is_causal" in _VARLEN_PARAMETERS:
+        options["is_causal"] = True
+    else:
+        options["window_size"] = (-1, 0)
+    out = varlen_attn(q, k, v, batch.starts, batch.starts, batch.longest, batch.longest, **options)
+    return out[None], None
+
+
+_VARLEN_PARAMETERS = inspect.signature(varlen_attn).parameters if varlen_attn is not None else {}
 AttentionInterface.register(LANE_ATTENTION, _lane_attention)
+AttentionInterface.register(VARLEN_ATTENTION, _varlen_attention)
+
+
+def uses_varlen(model: torch.nn.Module) -> bool:
+    """Whether packed rows of this model run through flash attention over variable-length rows: CUDA, half
+    precision, sdpa or eager attention without attention dropout, and a PyTorch that has ``varlen_attn``."""
+    parameter = next(model.parameters())
+    return (
+        varlen_attn is not None
+        and parameter.is_cuda
+        and parameter.dtype in (torch.bfloat16, torch.float16)
+        and getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager")
+        and not getattr(model.config, "attention_dropout", 0.0)
+    )
 
 
 @contextmanager
-def _lane_attention_for(model: torch.nn.Module, batch: PackedBatch) -> Iterator[None]:
-    _LANES.append(batch)
+def _routed(model: torch.nn.Module, name: str, batch: PackedBatch) -> Iterator[None]:
+    _ACTIVE.append(batch)
     try:
-        with attention_implementation(model, LANE_ATTENTION):
+        with attention_implementation(model, name):
             yield
     finally:
-        _LANES.pop()
+        _ACTIVE.pop()
 
 
 def packed_logits(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
     """Logits at ``batch.positions`` only, each row attending only to itself.
 
-    sdpa and eager models run attention per lane with the lanes' masks (sdpa's math kernel is eager's
-    computation). Other implementations (flash, flex) get rows from the position-id resets, which transformers
-    reads as packed rows when no mask is given; for them a batch must be one lane (``lane_tokens`` large).
+    sdpa and eager models run attention by row (flash, ``uses_varlen``) or per lane with the lanes' masks
+    (sdpa's math kernel is eager's computation). Other implementations (flash, flex) get rows from the position-id
+    resets, which transformers reads as packed rows when no mask is given; for them a batch must be one lane.
     """
     implementation = getattr(model.config, "_attn_implementation", None)
-    by_lane = implementation in ("sdpa", "eager")
-    if not by_lane and batch.lanes > 1:
+    if implementation in ("sdpa", "eager"):
+        route = _routed(model, VARLEN_ATTENTION if uses_varlen(model) else LANE_ATTENTION, batch)
+    elif batch.lanes > 1:
         raise ValueError(f"{implementation} attention packs rows by position ids: pack the batch into one lane")
-    with _lane_attention_for(model, batch) if by_lane else nullcontext():
+    else:
+        route = nullcontext()
+    with route:
         return model(
             input_ids=batch.input_ids,
             position_ids=batch.position_ids,
