@@ -77,18 +77,18 @@ def knowpack_variant(model, rows, batch: int, args, loss_on: str = "answer", cas
     config = TrainConfig(labels=Path("-"), out=Path("-"), rank=1, alpha=2.0, dropout=0.1, targets="mlp", lr=1e-3,
                          batch_size=batch, epochs=1, loss_on=loss_on, seed=0,
                          max_tokens_per_pass=pass_tokens, lane_tokens=lane_tokens)
-    with fresh_adapter(model, lora_config(config), seed=0) as peft_model, nullcontext() if varlen else without_varlen():
+    with fresh_adapter(model, lora_config(config), seed=0) as peft_model, nullcontext() if varlen else patched(packing, "varlen_attn", None):
         loop = TrainingLoop(peft_model, model, rows[:count], config)
         if cast_inputs:  # ablation: peft's default of copying each adapter input to float32
             for module in peft_model.modules():
                 if hasattr(module, "cast_input_dtype_enabled"):
                     module.cast_input_dtype_enabled = True
-        loop_varlen = loop.lane_tokens is None
         reset_peak(device)
         log = loop.run_epoch(1)[args.warmup:]
         peak = peak_gib(device)
         del loop
     tokens, seconds = sum(r["tokens"] for r in log), sum(r["seconds"] for r in log)
+    loop_varlen = varlen and packing.uses_varlen(model) and tokens / len(log) > packing.VARLEN_MIN_TOKENS
     name = (f"knowpack packed, batch {batch}, loss on {loss_on}" + (", fp32 adapter inputs" if cast_inputs else "")
             + (f", passes of ≤{pass_tokens} tokens" if pass_tokens else "")
             + ("" if loop_varlen else f", lanes of {lane_tokens} tokens"))
@@ -163,7 +163,7 @@ def packing_check(model, rows) -> dict[str, float]:
     (flash over variable-length rows where available; lanes of 64 tokens, so several padded lanes): proves the
     packing is exact with this transformers version (bf16 rounding only on GPU)."""
     device = next(model.parameters()).device
-    paths = {"lanes of 64 tokens": 64} | ({"flash, variable-length rows": None} if packing.uses_varlen(model) else {})
+    paths = {"lanes of 64 tokens": False} | ({"flash, variable-length rows": True} if packing.uses_varlen(model) else {})
     out = {}
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         separate = sum(
@@ -172,9 +172,9 @@ def packing_check(model, rows) -> dict[str, float]:
                 torch.tensor(ids[1:], device=device), reduction="sum")
             for ids, _ in rows[:6]
         )
-        for name, lane_tokens in paths.items():
-            with without_varlen() if lane_tokens else nullcontext():
-                batch = packing.pack(rows[:6], "all", device, lane_tokens)
+        for name, varlen in paths.items():
+            with patched(packing, "VARLEN_MIN_TOKENS", 0):
+                batch = packing.pack(rows[:6], "all", device, 64, varlen)
                 packed = torch.nn.functional.cross_entropy(packing.packed_logits(model, batch).float(), batch.labels,
                                                            reduction="sum")
             out[name] = abs(packed.item() - separate.item()) / abs(separate.item())
@@ -182,13 +182,14 @@ def packing_check(model, rows) -> dict[str, float]:
 
 
 @contextmanager
-def without_varlen():
-    """Force the lanes path (an ablation of flash attention over variable-length rows)."""
-    saved, packing.varlen_attn = packing.varlen_attn, None
+def patched(owner, name: str, value):
+    """Set ``owner.name`` to ``value`` for the block (benchmark ablations of module-level switches)."""
+    saved = getattr(owner, name)
+    setattr(owner, name, value)
     try:
         yield
     finally:
-        packing.varlen_attn = saved
+        setattr(owner, name, saved)
 
 
 def profile(model, rows, batch: int, args) -> None:

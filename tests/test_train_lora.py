@@ -133,6 +133,16 @@ def test_packed_batch_matches_rows_run_one_by_one(loaded, attention, lane_tokens
     assert len(answer_only.labels) < len(packing.pack(rows, "all", torch.device("cpu")).labels)
 
 
+def test_long_passes_are_one_unpadded_lane_when_flash_attention_runs_the_rows():
+    rows = [([1] * 600, 590), ([2] * 300, 290), ([3] * 200, 190)]
+    long = packing.pack(rows, "answer", torch.device("cpu"), lane_tokens=512, varlen=True)
+    assert long.varlen and long.lanes == 1 and long.width == long.tokens == 1100
+    assert long.starts.tolist() == [0, 600, 900, 1100] and long.longest == 600  # flash's cumulative lengths
+    short = packing.pack(rows[1:], "answer", torch.device("cpu"), lane_tokens=256, varlen=True)  # 500 tokens
+    assert not short.varlen and short.lanes == 2 and short.width == 300
+    assert short.starts.tolist() == [0, 300, 500, 600] and short.longest == 300  # the padding block is a segment
+
+
 def test_passes_split_a_step_without_changing_it(loaded, labels, tmp_path):
     rows = [([5] * 30, 20), ([6] * 50, 40), ([7] * 20, 10), ([8] * 90, 80)]
     assert [len(g) for g in lora.split_rows(rows, 80)] == [2, 1, 1]  # a row longer than the limit goes alone

@@ -39,6 +39,13 @@ from knowpack.models import attention_implementation
 ATTENTION_NAME = "knowpack_shared_prefix"
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in adapter_names
 PREFILL_TOKENS = 8192  # suffix tokens per prefill slice: big enough for efficient matmuls, small enough to cut padding
+# Key lengths are rounded up to this many slots (the extra slots are masked): a matmul over e.g. 141 keys falls back
+# to slow unaligned GPU kernels, over 144 it does not.
+KEY_ALIGNMENT = 16
+
+
+def _aligned(length: int) -> int:
+    return -(-length // KEY_ALIGNMENT) * KEY_ALIGNMENT
 
 
 @dataclass(frozen=True)
@@ -124,13 +131,14 @@ class _BatchState:
                  groups: list[tuple[int, int, int]]):
         self.pad = pad
         self.capacity = capacity
+        self.slots = _aligned(capacity)
         self.prefix_len = prefix_len
         self.prefix_kv = prefix_kv or {}
         self.groups = groups
         self.length = 0
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
-        self.mask: torch.Tensor | None = None
+        self.blocked: torch.Tensor | None = None
         self.query_len = 0
         self.max_position = 0
 
@@ -139,11 +147,11 @@ class _BatchState:
         if self.length + query_len > self.capacity:
             raise RuntimeError("batch state capacity exceeded")
         total = self.length + query_len
-        key_slot = torch.arange(total, device=self.pad.device)
+        key_slot = torch.arange(min(self.slots, _aligned(total)), device=self.pad.device)
         query_slot = torch.arange(self.length, total, device=self.pad.device)
-        causal = key_slot[None, :] <= query_slot[:, None]
+        causal = key_slot[None, :] <= query_slot[:, None]  # also hides the alignment slots past ``total``
         own = (key_slot[None, None, :] >= self.pad[:, None, None]) | (key_slot[None, :] == query_slot[:, None])[None]
-        self.mask = (own & causal[None])[:, None, None]  # (rows, 1, 1, query, key)
+        self.blocked = ~(own & causal[None])[:, None, None]  # (rows, 1, 1, query, key)
         self.query_len = query_len
         self.max_position = max_position
 
@@ -152,8 +160,8 @@ class _BatchState:
 
     def _allocate(self, layer: int, rows: int, heads: int, key_dim: int, value_dim: int, dtype, device) -> None:
         # Zeros, not garbage: masked slots get probability 0, and 0 × NaN would still poison the sum.
-        self.keys[layer] = torch.zeros(rows, heads, self.capacity, key_dim, dtype=dtype, device=device)
-        self.values[layer] = torch.zeros(rows, heads, self.capacity, value_dim, dtype=dtype, device=device)
+        self.keys[layer] = torch.zeros(rows, heads, self.slots, key_dim, dtype=dtype, device=device)
+        self.values[layer] = torch.zeros(rows, heads, self.slots, value_dim, dtype=dtype, device=device)
 
     def write(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if layer not in self.keys:
@@ -162,7 +170,8 @@ class _BatchState:
         end = self.length + self.query_len
         self.keys[layer][:, :, self.length:end] = key
         self.values[layer][:, :, self.length:end] = value
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        visible = self.blocked.shape[-1]
+        return self.keys[layer][:, :, :visible], self.values[layer][:, :, :visible]
 
     def adopt(self, part: "_BatchState", start: int, end: int, width: int) -> None:
         """Take rows ``start:end`` from a state that prefilled them alone, right-aligned at slot ``width``."""
@@ -210,24 +219,26 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=
     scores = scores.view(rows, kv_heads, group, q_len, -1)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    scores = scores.masked_fill(~state.mask, -math.inf).view(rows, kv_heads, group * q_len, -1)
+    scores = scores.masked_fill(state.blocked, -math.inf).view(rows, kv_heads, group * q_len, -1)
     prefix = state.prefix_kv.get(layer)
     if prefix is None:
         out = torch.matmul(_softmax(scores), values)
     else:
-        prefix_keys, prefix_values = prefix  # (groups, kv_heads, prefix_len, dim)
-        prefix_scores = torch.empty(rows, kv_heads, group * q_len, state.prefix_len, device=q.device, dtype=q.dtype)
+        prefix_keys, prefix_values = prefix  # (groups, kv_heads, prefix slots, dim): prefix_len keys, then zeros
+        prefix_slots = prefix_keys.shape[2]
+        prefix_scores = torch.empty(rows, kv_heads, group * q_len, prefix_slots, device=q.device, dtype=q.dtype)
         for start, end, g in state.groups:
             block = q[start:end].transpose(0, 1).reshape(kv_heads, -1, dim)
             s = torch.matmul(block, prefix_keys[g].transpose(-1, -2)) * scale
             prefix_scores[start:end] = s.view(kv_heads, end - start, group * q_len, -1).transpose(0, 1)
         if softcap is not None:
             prefix_scores = torch.tanh(prefix_scores / softcap) * softcap
+        prefix_scores[..., state.prefix_len:] = -math.inf
         probs = _softmax(torch.cat([prefix_scores, scores], dim=-1))
-        out = torch.matmul(probs[..., state.prefix_len:], values).float()  # the two parts summed before rounding
-        prefix_probs = probs[..., : state.prefix_len]
+        out = torch.matmul(probs[..., prefix_slots:], values).float()  # the two parts summed before rounding
+        prefix_probs = probs[..., :prefix_slots]
         for start, end, g in state.groups:
-            block = prefix_probs[start:end].transpose(0, 1).reshape(kv_heads, -1, state.prefix_len)
+            block = prefix_probs[start:end].transpose(0, 1).reshape(kv_heads, -1, prefix_slots)
             part = torch.matmul(block, prefix_values[g]).view(kv_heads, end - start, group * q_len, -1)
             out[start:end] += part.transpose(0, 1)
     out = out.view(rows, kv_heads, group, q_len, -1).reshape(rows, q_heads, q_len, -1)

@@ -338,7 +338,7 @@ class TrainingLoop:
             [p for _, p in self.params], lr=config.lr, weight_decay=config.weight_decay, fused=self.device.type == "cuda"
         )
         self.steps_per_epoch = -(-len(rows) // config.batch_size)
-        self.lane_tokens = None if uses_varlen(model) else config.lane_tokens  # flash attention needs no lanes
+        self.varlen = uses_varlen(model)
         # bf16 base weights with float32 adapter weights: run the adapter's matmuls in bf16 too, and keep peft from
         # copying every adapter input to float32 first (autocast casts for the matmul anyway).
         self.bf16_autocast = self.device.type == "cuda" and next(model.parameters()).dtype == torch.bfloat16
@@ -361,7 +361,7 @@ class TrainingLoop:
             for group in self.optimizer.param_groups:
                 group["lr"] = config.lr * (1 - step / total_steps if config.schedule == "linear" else 1.0)
             rows = [self.rows[i] for i in batch_rows]
-            passes = [pack(group, config.loss_on, self.device, self.lane_tokens)
+            passes = [pack(group, config.loss_on, self.device, config.lane_tokens, self.varlen)
                       for group in split_rows(rows, config.max_tokens_per_pass)]
             targets = sum(len(batch.labels) for batch in passes)
             step_loss = torch.zeros((), device=self.device)
