@@ -101,8 +101,8 @@ class TrainConfig:
     loss_on: str = "answer"
     template: str | None = None
     chat: bool | None = None
-    # Split a step's rows into forward passes of at most this many tokens: bounds memory, and attention cost grows
-    # with a pass's length squared. The gradient is the same without dropout; with dropout the masks are drawn
+    # Split a step's rows into forward passes of at most this many tokens (gradient accumulation): bounds activation
+    # memory on large batches. The gradient is the same without dropout; with dropout the masks are drawn
     # differently, so it is part of the key. None: one pass per step.
     max_tokens_per_pass: int | None = None
     # Rows are packed into attention lanes of about this many tokens (see packing.py): the same loss up to float
@@ -230,8 +230,8 @@ def encode_example(tokenizer, prompt: str, target: str, *, add_special_tokens: b
 
 
 def split_rows(rows: list[tuple[list[int], int]], max_tokens: int | None) -> list[list[tuple[list[int], int]]]:
-    """Consecutive groups of rows of at most ``max_tokens`` tokens (a longer row alone): forward passes whose
-    attention cost grows with the group's length squared, not the whole batch's."""
+    """Consecutive groups of rows of at most ``max_tokens`` tokens (a longer row alone): forward passes that bound
+    a step's activation memory."""
     if max_tokens is None:
         return [rows]
     groups, current, length = [], [], 0
