@@ -151,20 +151,22 @@ def _varlen_attention(module, query, key, value, attention_mask, scaling=None, d
     """Causal flash attention within each row (and padding block): (1, heads, tokens, dim) as (tokens, heads, dim)."""
     batch = _ACTIVE[-1]
     q, k, v = (tensor[0].transpose(0, 1) for tensor in (query, key, value))
-    options = dict(scale=scaling)
-    if "enable_gqa" in _VARLEN_PARAMETERS:
-        options["enable_gqa"] = True
-    elif k.shape[1] != q.shape[1]:
+    if k.shape[1] != q.shape[1] and "enable_gqa" not in _VARLEN_OPTIONS:
         k, v = (tensor.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for tensor in (k, v))
-    if "is_causal" in _VARLEN_PARAMETERS:
-        options["is_causal"] = True
-    else:
-        options["window_size"] = (-1, 0)
-    out = varlen_attn(q, k, v, batch.starts, batch.starts, batch.longest, batch.longest, **options)
+    out = varlen_attn(q, k, v, batch.starts, batch.starts, batch.longest, batch.longest, scale=scaling,
+                      **_VARLEN_OPTIONS)
     return out[None], None
 
 
-_VARLEN_PARAMETERS = inspect.signature(varlen_attn).parameters if varlen_attn is not None else {}
+def _varlen_options() -> dict:
+    """Causal masking and grouped-query heads as this PyTorch's ``varlen_attn`` spells them (2.10: ``is_causal``;
+    later: ``window_size``, ``enable_gqa``)."""
+    parameters = inspect.signature(varlen_attn).parameters if varlen_attn is not None else {}
+    options = {"is_causal": True} if "is_causal" in parameters else {"window_size": (-1, 0)}
+    return options | ({"enable_gqa": True} if "enable_gqa" in parameters else {})
+
+
+_VARLEN_OPTIONS = _varlen_options()
 AttentionInterface.register(LANE_ATTENTION, _lane_attention)
 AttentionInterface.register(VARLEN_ATTENTION, _varlen_attention)
 
