@@ -64,8 +64,10 @@ def assert_matches_generate(model, engine, jobs, max_new_tokens):
             assert len(greedy.tokens) == max_new_tokens
 
 
+@pytest.mark.parametrize("key_alignment", [1, 16])  # 16: the GPU's masked alignment slots, run on the CPU
 @pytest.mark.parametrize("chat", [True, False])
-def test_greedy_equals_generate_on_tiny_model(tiny, chat):
+def test_greedy_equals_generate_on_tiny_model(tiny, chat, key_alignment, monkeypatch):
+    monkeypatch.setattr(engine_module, "CPU_KEY_ALIGNMENT", key_alignment)
     model, tokenizer = tiny
     jobs = make_jobs(tokenizer, chat)
     engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=8), batch_size=4)

@@ -39,13 +39,10 @@ from knowpack.models import attention_implementation
 ATTENTION_NAME = "knowpack_shared_prefix"
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in adapter_names
 PREFILL_TOKENS = 8192  # suffix tokens per prefill slice: big enough for efficient matmuls, small enough to cut padding
-# Key lengths are rounded up to this many slots (the extra slots are masked): a matmul over e.g. 141 keys falls back
-# to slow unaligned GPU kernels, over 144 it does not.
-KEY_ALIGNMENT = 16
-
-
-def _aligned(length: int) -> int:
-    return -(-length // KEY_ALIGNMENT) * KEY_ALIGNMENT
+# On a GPU key lengths are rounded up to this many slots (the extra slots are masked): a matmul over e.g. 141 keys
+# falls back to slow unaligned kernels, over 144 it does not. A CPU gains nothing from it.
+GPU_KEY_ALIGNMENT = 16
+CPU_KEY_ALIGNMENT = 1
 
 
 @dataclass(frozen=True)
@@ -131,7 +128,8 @@ class _BatchState:
                  groups: list[tuple[int, int, int]]):
         self.pad = pad
         self.capacity = capacity
-        self.slots = _aligned(capacity)
+        self.alignment = GPU_KEY_ALIGNMENT if pad.is_cuda else CPU_KEY_ALIGNMENT
+        self.slots = self._aligned(capacity)
         self.prefix_len = prefix_len
         self.prefix_kv = prefix_kv or {}
         self.groups = groups
@@ -147,7 +145,7 @@ class _BatchState:
         if self.length + query_len > self.capacity:
             raise RuntimeError("batch state capacity exceeded")
         total = self.length + query_len
-        key_slot = torch.arange(min(self.slots, _aligned(total)), device=self.pad.device)
+        key_slot = torch.arange(min(self.slots, self._aligned(total)), device=self.pad.device)
         query_slot = torch.arange(self.length, total, device=self.pad.device)
         causal = key_slot[None, :] <= query_slot[:, None]  # also hides the alignment slots past ``total``
         own = (key_slot[None, None, :] >= self.pad[:, None, None]) | (key_slot[None, :] == query_slot[:, None])[None]
@@ -157,6 +155,9 @@ class _BatchState:
 
     def end(self) -> None:
         self.length += self.query_len
+
+    def _aligned(self, length: int) -> int:
+        return -(-length // self.alignment) * self.alignment
 
     def _allocate(self, layer: int, rows: int, heads: int, key_dim: int, value_dim: int, dtype, device) -> None:
         # Zeros, not garbage: masked slots get probability 0, and 0 × NaN would still poison the sum.
