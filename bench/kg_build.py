@@ -6,7 +6,7 @@ The synthetic dump has the real one's shape: 22.8 M `<s> <p> <o> .` lines (bz2),
 counts are heavy-tailed (a few hubs like countries, millions of entities seen once or twice), ~600 relations with
 Zipf-distributed frequencies (named after the real DBpedia ontology properties that have templates, then
 `syntheticRelationN`), subjects grouped as in the real dump, percent-, \\u- and UTF-8 names, comment lines.
-The whole build (`knowpack.kg.build_questions`) is timed (wall and CPU) with its peak RSS; a naive per-character
+The whole build (`knowpack.kg.stage.run`, what `knowpack questions` runs) is timed (wall and CPU) with its peak RSS; a naive per-character
 parser like the study's notebook is timed on a prefix of the same file and extrapolated linearly (it is O(lines)).
 CPU seconds are reported beside wall time because the 2-core machine is shared: they show the work done, while
 wall time also shows how much of the machine the run got (the load average is printed).
@@ -28,7 +28,8 @@ import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from knowpack.kg import QuestionsConfig, build_questions
+from knowpack.kg.stage import QuestionsConfig
+from knowpack.kg.stage import run as build_questions
 from knowpack.kg.ntriples import open_dump
 from knowpack.kg.templates import load_templates
 
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generated {dump} in {time.perf_counter() - started:.0f} s: {shape}", flush=True)
 
     out = args.workdir / f"questions-{args.lines}"
-    config = QuestionsConfig(source="dbpedia", dump=str(dump), out=str(out), overwrite=True, progress=False)
+    config = QuestionsConfig(source="dbpedia", options={"dump": str(dump)}, out=out, overwrite=True, progress=False)
     load_before = os.getloadavg()[0]
     with PeakRss() as rss:
         started, cpu_started = time.perf_counter(), cpu_seconds()

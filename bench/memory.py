@@ -44,7 +44,7 @@ def tiny_model(folder: Path) -> Path:
 
 def questions(path: Path, n: int) -> Path:
     """``n`` distinct capital questions in the questions.parquet schema."""
-    from knowpack.kg.schema import QUESTIONS_SCHEMA
+    from knowpack.kg.folder import QUESTIONS_SCHEMA
     from knowpack.runfolder import write_parquet
 
     ids = range(n)

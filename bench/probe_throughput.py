@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from knowpack.probe.engine import Decoding, Job, PrefixEngine
+from knowpack.probe.backends import Decoding, Job
+from knowpack.probe.engine import PrefixEngine
 from knowpack.probe.prompts import PromptSet, PromptSettings
 
 COUNTRIES = [

@@ -27,7 +27,7 @@ from knowpack.models import load_model  # noqa: E402
 from knowpack.probe.prompts import training_example  # noqa: E402
 from knowpack.runfolder import open_run, write_parquet  # noqa: E402
 from knowpack.text import extract_answer, match_lenient  # noqa: E402
-from knowpack.train import TrainConfig, train_loaded  # noqa: E402
+from knowpack.train.stage import TrainConfig, run_loaded  # noqa: E402
 
 SYLLABLES = ["zan", "pra", "nel", "kor", "vel", "mir", "dra", "sol", "ten", "bru", "qua", "lis", "ord", "fen", "gar"]
 TEMPLATES = [
@@ -77,7 +77,7 @@ def write_inputs(root: Path, facts: list[dict]) -> Path:
         "relation_domain": ["undefined"] * n, "template_id": [f"{f['relation']}#0" for f in facts],
         "paraphrases": [[] for _ in facts],
     }))
-    run = open_run(root / "labels", "probe", {"note": "invented facts, base model checked zero-shot"},
+    run = open_run(root / "labels", "label", {"note": "invented facts, base model checked zero-shot"},
                    {"questions": questions})
     write_parquet(run.file("labels.parquet"), pa.table({
         "question_id": [f["id"] for f in facts], "category": ["Unknown"] * n, "category_strict": ["Unknown"] * n,
@@ -120,7 +120,7 @@ def main() -> None:
             overrides = {k: type(getattr(TrainConfig, k))(v) for k, v in (item.split("=") for item in spec.split(","))}
             config = TrainConfig(labels=labels, out=Path(tmp) / f"run{index}", unknown=len(facts), **overrides)
             started = time.perf_counter()
-            run = train_loaded(loaded, config)
+            run = run_loaded(loaded, config).path
             seconds = time.perf_counter() - started
             losses = json.loads((run / "manifest.json").read_text())["epoch_loss"]
             for epoch in (int(e) for e in args.epochs_to_score.split(",")):

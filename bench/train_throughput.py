@@ -30,7 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from knowpack.train.lora import TrainConfig, TrainingLoop, fresh_adapter, lora_config  # noqa: E402
+from knowpack.train.loop import TrainingLoop, fresh_adapter, lora_config  # noqa: E402
+from knowpack.train.stage import TrainConfig  # noqa: E402
 from knowpack.train import packing  # noqa: E402
 
 STUDY_BATCH = 8

@@ -97,7 +97,7 @@ def write_capital_questions(path: Path, n: int, *, answer=lambda i: f"City{i}", 
     """A questions.parquet of n invented 'capital of Land{i}' facts (head/torso/tail in turn) for stage tests."""
     import pyarrow as pa
 
-    from knowpack.kg.schema import QUESTIONS_SCHEMA
+    from knowpack.kg.folder import QUESTIONS_SCHEMA
     from knowpack.runfolder import write_parquet
 
     wordings = ("Which city is the capital of Land{i}?", "Land{i} has which capital?")[:paraphrases]
@@ -109,3 +109,14 @@ def write_capital_questions(path: Path, n: int, *, answer=lambda i: f"City{i}", 
     } for i in range(n)]
     write_parquet(path, pa.Table.from_pylist(rows, schema=QUESTIONS_SCHEMA))
     return path
+
+
+def rehash_outputs(folder: Path) -> None:
+    """After a test edited a finished folder's outputs on purpose, record their new sha256 as the stage would."""
+    import json
+
+    from knowpack.runfolder import sha256_file, write_json
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["outputs"] = {name: sha256_file(folder / name) for name in manifest["outputs"]}
+    write_json(folder / "manifest.json", manifest)

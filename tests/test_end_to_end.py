@@ -10,10 +10,12 @@ import textwrap
 import pyarrow.parquet as pq
 import pytest
 
-from knowpack.kg import QUESTIONS_SCHEMA
-from knowpack.probe.label import LABELS_SCHEMA, RESPONSES_SCHEMA
-from knowpack.report import ReportConfig, make_report
-from knowpack.sweep import load_sweep, run_sweep
+from knowpack.kg.folder import QUESTIONS_SCHEMA
+from knowpack.probe.folder import LABELS_SCHEMA, RESPONSES_SCHEMA
+from knowpack.report.stage import ReportConfig
+from knowpack.report.stage import run as make_report
+from knowpack.sweep.driver import run_sweep
+from knowpack.sweep.spec import load_sweep
 
 SWEEP = """
 name: e2e
@@ -39,7 +41,7 @@ grid:
 def test_demo_pipeline_on_the_embedded_model(tmp_path):
     sweep_file = tmp_path / "e2e.yaml"
     sweep_file.write_text(textwrap.dedent(SWEEP))
-    out = run_sweep(load_sweep(sweep_file, out=tmp_path / "sweep"))
+    out = run_sweep(load_sweep(sweep_file, out=tmp_path / "sweep")).path
 
     questions = pq.read_table(out / "data/questions/questions.parquet")
     assert questions.schema.names == QUESTIONS_SCHEMA.names and len(questions) > 50
@@ -64,4 +66,4 @@ def test_demo_pipeline_on_the_embedded_model(tmp_path):
     assert overall["count"].sum() == len(questions)
 
     report = make_report(ReportConfig(source=out))
-    assert (report / "report.html").is_file() and list(report.glob("*.png"))
+    assert report.html.is_file() and list(report.path.glob("*.png"))

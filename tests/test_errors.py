@@ -16,11 +16,12 @@ import transformers
 import yaml
 from safetensors.torch import save_file
 
-import knowpack.kg.cli
+import knowpack.kg.stage
 from knowpack.cli import main
 from conftest import write_capital_questions, write_unsupported_gguf
 from knowpack.errors import InputError
-from knowpack.probe import LabelConfig, label
+from knowpack.probe.stage import LabelConfig
+from knowpack.probe.stage import run as label
 from knowpack.runfolder import write_parquet
 
 R = "http://dbpedia.org/resource/"
@@ -66,7 +67,7 @@ def labelled(tmp_path_factory, tiny_model_dir):
     folder = tmp_path_factory.mktemp("errors-data")
     questions = write_capital_questions(folder / "questions.parquet", 12)
     labels = label(LabelConfig(model=str(tiny_model_dir), questions=questions, out=folder / "labels", n_prompts=1,
-                               shots=1, n_samples=0, max_new_tokens=2, device="cpu", progress=False))
+                               shots=1, n_samples=0, max_new_tokens=2, device="cpu", progress=False)).path
     return questions, labels
 
 
@@ -295,7 +296,7 @@ def test_interrupted_run(capsys, tmp_path, monkeypatch):
     def interrupted(config):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(knowpack.kg.cli, "build_questions", interrupted)
+    monkeypatch.setattr(knowpack.kg.stage, "run", interrupted)
     line = error_line(capsys, ["questions", "--out", str(tmp_path / "q"), "--no-progress"])
     assert line == "knowpack questions: interrupted; finished work is kept, run the same command to resume"
 

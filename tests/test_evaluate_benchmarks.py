@@ -12,9 +12,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from knowpack.errors import InputError
-from knowpack.evaluate.benchmarks import (
+from knowpack.evaluate.metrics.benchmarks import BenchmarkOptions
+from knowpack.evaluate.harness import (
     MMLU_GROUP,
-    BenchmarkConfig,
     adapter_applied,
     headline,
     mmlu_subjects,
@@ -86,7 +86,7 @@ def test_mmlu_is_the_full_test_set_as_harness_tasks():
 
 
 def test_mmlu_few_shot_examples_come_from_the_same_subject_without_the_item():
-    plan = plan_tasks(BenchmarkConfig(mmlu_subjects=("anatomy",)))
+    plan = plan_tasks(BenchmarkOptions(mmlu_subjects=("anatomy",)))
     task = plan.manager.load(plan.specs)["tasks"][f"{MMLU_GROUP}_anatomy"]
     task.set_fewshot_seed(1234)
     docs = list(task.test_docs())
@@ -100,7 +100,7 @@ def test_mmlu_few_shot_examples_come_from_the_same_subject_without_the_item():
 
 
 def test_benchmarks_base_and_adapter_with_local_copies(tiny, adapter_dir, truthfulqa_copy):
-    config = BenchmarkConfig(tasks=("mmlu", "truthfulqa_mc1", "truthfulqa_mc2"), mmlu_subjects=("anatomy", "virology"),
+    config = BenchmarkOptions(benchmarks=("mmlu", "truthfulqa_mc1", "truthfulqa_mc2"), mmlu_subjects=("anatomy", "virology"),
                              limit=2, benchmarks_dir=truthfulqa_copy)
     plan = plan_tasks(config)
     base = run_benchmarks(tiny, "base", None, config, plan)
@@ -122,11 +122,11 @@ def test_benchmarks_base_and_adapter_with_local_copies(tiny, adapter_dir, truthf
 
 def test_benchmarks_dir_without_the_dataset_is_refused(tmp_path):
     subjects = ("anatomy", "virology")  # as above: the same harness task index is reused
-    config = BenchmarkConfig(tasks=("mmlu", "truthfulqa_mc1"), mmlu_subjects=subjects, benchmarks_dir=tmp_path)
+    config = BenchmarkOptions(benchmarks=("mmlu", "truthfulqa_mc1"), mmlu_subjects=subjects, benchmarks_dir=tmp_path)
     with pytest.raises(InputError, match="no local copy of truthfulqa/truthful_qa"):
         plan_tasks(config)
     with pytest.raises(InputError, match="not a task"):
-        plan_tasks(BenchmarkConfig(tasks=("mmlu", "no_such_task"), mmlu_subjects=subjects))
+        plan_tasks(BenchmarkOptions(benchmarks=("mmlu", "no_such_task"), mmlu_subjects=subjects))
 
 
 def test_adapter_is_applied_and_removed(tiny, adapter_dir):

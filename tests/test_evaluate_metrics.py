@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from knowpack.errors import InputError
-from knowpack.evaluate.collapse import ExplosionRule, answer_counts, collapse_stats, exploded_answers, top_answers
-from knowpack.evaluate.refusal import RefusalDetector, refusal_rates, refused_questions
-from knowpack.evaluate.reliability import best_epoch, fact_of, heldout_paraphrase_questions, reliability
-from knowpack.evaluate.shift import matrix_grid, paired_categories, shift_fractions, shift_matrix
-from knowpack.evaluate.spillover import TargetFinder, spillover_questions, spillover_summary
+from knowpack.evaluate.metrics.collapse import ExplosionRule, answer_counts, collapse_stats, exploded_answers, top_answers
+from knowpack.evaluate.metrics.refusals import RefusalDetector, refusal_rates, refused_questions
+from knowpack.evaluate.metrics.reliability import best_epoch, fact_of, heldout_paraphrase_questions, reliability
+from knowpack.evaluate.metrics.shift import matrix_grid, paired_categories, shift_fractions, shift_matrix
+from knowpack.evaluate.metrics.spillover import TargetFinder, spillover_questions, spillover_summary
 
 
 def responses(rows):
@@ -269,7 +269,7 @@ def test_spillover_reasons_and_table5():
 def test_direction_handles_no_questions_and_string_dtype():
     import pandas as pd
 
-    from knowpack.evaluate.shift import direction
+    from knowpack.evaluate.metrics.shift import direction
 
     empty = pd.Series([], dtype="str")
     assert direction(empty, empty).tolist() == []

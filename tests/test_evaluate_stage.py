@@ -3,7 +3,6 @@ then `knowpack evaluate` and `knowpack compare`."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 
@@ -13,13 +12,25 @@ import pytest
 
 from knowpack.assets import cache_dir
 from knowpack.errors import InputError
-from knowpack.evaluate import EvaluateConfig, compare, evaluate_loaded
-from knowpack.evaluate import cli as evaluate_cli
-from knowpack.evaluate.stage import TrainingRun
+from knowpack.cli import build_parser, config_from_args, main
+from knowpack.evaluate.compare import compare
+from knowpack.evaluate.stage import EvaluateConfig
+from knowpack.evaluate.stage import run_loaded as evaluate_run
 from knowpack.models import load_model
-from knowpack.probe import LabelConfig, LabelTarget, label_loaded
+from knowpack.probe.stage import LabelConfig
+from knowpack.probe.stage import run_loaded as label_loaded
 from knowpack.runfolder import write_parquet
-from knowpack.train import TrainConfig, train_loaded
+from knowpack.train.folder import TrainRun
+from knowpack.train.stage import TrainConfig
+from knowpack.train.stage import run_loaded as train_loaded
+
+
+def evaluate_loaded(loaded, config):
+    return evaluate_run(loaded, config).path
+
+
+def options(**values):
+    return {"options": values}
 
 N_QUESTIONS = 12
 PROBE = dict(n_prompts=2, shots=1, n_samples=1, max_new_tokens=4, progress=False)
@@ -55,20 +66,20 @@ def trained_run(loaded, tmp_path_factory):
     questions = root / "questions.parquet"
     write_questions(questions)
     labels = root / "labels"
-    label_loaded(loaded, LabelConfig(model=str(loaded.spec), questions=questions, out=labels, **PROBE),
-                 [LabelTarget(labels)])
+    label_loaded(loaded, LabelConfig(model=str(loaded.spec), questions=questions, out=labels, **PROBE))
     run = train_loaded(loaded, TrainConfig(labels=labels, out=root / "run", model=str(loaded.spec), unknown=3,
                                            extra=("paraphrase:1",), epochs=2, batch_size=2, lr=5e-2))
-    return run
+    return run.path
 
 
 def test_evaluate_writes_every_table(loaded, trained_run):
-    out = evaluate_loaded(loaded, EvaluateConfig(run=trained_run, benchmarks=("mmlu",), mmlu_subjects=("anatomy",),
-                                                 limit=2, heldout_paraphrases=2))
+    out = evaluate_loaded(loaded, EvaluateConfig(run=trained_run, heldout_paraphrases=2,
+                                                 **options(benchmarks=("mmlu",), mmlu_subjects=("anatomy",), limit=2)))
     assert out == trained_run / "eval"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["stage"] == "evaluate"
-    run = TrainingRun.read(trained_run)
+    run = TrainRun(trained_run)
+    train_set = run.train_set()
 
     reliability = pq.read_table(out / "reliability.parquet").to_pandas()
     assert sorted(set(reliability["epoch"])) == [0, 1, 2]
@@ -77,12 +88,12 @@ def test_evaluate_writes_every_table(loaded, trained_run):
     held = reliability[reliability["scope"] == "heldout_paraphrase"]
     assert list(held["n_questions"]) == [6, 6, 6]  # 3 paraphrases per fact, 1 trained on, 2 held out
     probe_questions = pq.read_table(out / "probe_questions.parquet").to_pandas()
-    trained_prompts = " ".join(run.train_set["prompt"])
+    trained_prompts = " ".join(train_set["prompt"])
     for paraphrase in probe_questions.loc[probe_questions["id"].str.contains("@paraphrase"), "question"]:
         assert paraphrase not in trained_prompts
 
     # "after" labels use the base labels' probe settings: same prompts and decoding, all questions
-    base_config = json.loads((run.labels / "manifest.json").read_text())["config"]
+    base_config = json.loads((run.labels_path / "manifest.json").read_text())["config"]
     after_config = json.loads((out / "labels/epoch_02/manifest.json").read_text())["config"]
     assert {k: v for k, v in after_config.items() if k != "model"} == {k: v for k, v in base_config.items()
                                                                        if k != "model"}
@@ -94,7 +105,7 @@ def test_evaluate_writes_every_table(loaded, trained_run):
     assert len(overall) == 16 and overall["count"].sum() == N_QUESTIONS
     not_trained = matrix[(matrix["scope"] == "not_trained") & (matrix["breakdown"] == "overall")
                          & (matrix["match"] == "lenient")]
-    assert not_trained["count"].sum() == N_QUESTIONS - run.train_set["question_id"].nunique()
+    assert not_trained["count"].sum() == N_QUESTIONS - train_set["question_id"].nunique()
     fractions = pq.read_table(out / "shift_fractions.parquet").to_pandas()
     assert set(fractions["breakdown"]) == {"overall", "bucket", "relation"} and set(fractions["epoch"]) == {2}
 
@@ -118,14 +129,14 @@ def test_evaluate_writes_every_table(loaded, trained_run):
 
     # resume: a second call finds the complete folder and recomputes nothing
     before = (out / "summary.json").stat().st_mtime_ns
-    assert evaluate_loaded(loaded, EvaluateConfig(run=trained_run, benchmarks=("mmlu",), mmlu_subjects=("anatomy",),
-                                                  limit=2, heldout_paraphrases=2)) == out
+    assert evaluate_loaded(loaded, EvaluateConfig(run=trained_run, heldout_paraphrases=2,
+                                                  **options(benchmarks=("mmlu",), mmlu_subjects=("anatomy",), limit=2))) == out
     assert (out / "summary.json").stat().st_mtime_ns == before
 
 
 def test_all_shift_epochs_reuse_finished_label_folders(loaded, trained_run, tmp_path):
     out = tmp_path / "eval-all"
-    first = evaluate_loaded(loaded, EvaluateConfig(run=trained_run, out=out, shift_epochs="all", benchmarks=()))
+    first = evaluate_loaded(loaded, EvaluateConfig(run=trained_run, out=out, shift_epochs="all", **options(benchmarks=())))
     assert sorted(p.name for p in (first / "labels").iterdir()) == ["epoch_01", "epoch_02"]
     fractions = pq.read_table(first / "shift_fractions.parquet").to_pandas()
     assert set(fractions["epoch"]) == {1, 2}
@@ -137,36 +148,34 @@ def test_all_shift_epochs_reuse_finished_label_folders(loaded, trained_run, tmp_
     manifest["complete"] = False
     (first / "manifest.json").write_text(json.dumps(manifest))
     (first / "summary.json").unlink()
-    evaluate_loaded(loaded, EvaluateConfig(run=trained_run, out=out, shift_epochs="all", benchmarks=()))
+    evaluate_loaded(loaded, EvaluateConfig(run=trained_run, out=out, shift_epochs="all", **options(benchmarks=())))
     assert (first / "labels/epoch_01/labels.parquet").stat().st_mtime_ns == stamp
     assert (first / "summary.json").is_file()
 
 
-def parser() -> argparse.ArgumentParser:
-    """The evaluate stage's own sub-commands (independent of other stages' CLIs)."""
-    top = argparse.ArgumentParser(prog="knowpack")
-    evaluate_cli.register(top.add_subparsers(dest="command", required=True))
-    return top
-
-
-def main(argv: list[str]) -> None:
-    args = parser().parse_args(argv)
-    args.func(args)
+def parse(argv: list[str]) -> EvaluateConfig:
+    args = build_parser().parse_args(argv)
+    return config_from_args(args.command_object.config, args)
 
 
 def test_cli_options_map_to_the_config():
-    args = parser().parse_args(["evaluate", "RUN", "--benchmarks", "mmlu,truthfulqa_mc1", "--mmlu-subjects",
-                                "anatomy,virology", "--refusal-pattern", "a", "--refusal-pattern", "b",
-                                "--shift-epochs", "all", "--chat-template"])
-    assert args.benchmarks == ("mmlu", "truthfulqa_mc1") and args.mmlu_subjects == ("anatomy", "virology")
-    assert args.refusal_patterns == ["a", "b"] and args.shift_epochs == "all" and args.chat_template
-    assert parser().parse_args(["evaluate", "RUN", "--benchmarks", "none"]).benchmarks == ()
+    config = parse(["evaluate", "RUN", "--benchmarks", "mmlu,truthfulqa_mc1", "--mmlu-subjects", "anatomy,virology",
+                    "--refusal-pattern", "a", "--refusal-pattern", "b", "--shift-epochs", "all", "--chat-template"])
+    from knowpack.evaluate.metrics.benchmarks import BenchmarkOptions
+    from knowpack.evaluate.metrics.refusals import RefusalOptions
+
+    benchmarks = config.options_of(BenchmarkOptions)
+    assert benchmarks.benchmarks == ("mmlu", "truthfulqa_mc1") and benchmarks.mmlu_subjects == ("anatomy", "virology")
+    assert benchmarks.chat_template and config.options_of(RefusalOptions).refusal_patterns == ("a", "b")
+    assert config.shift_epochs == "all" and config.out.name == "eval"
+    assert parse(["evaluate", "RUN", "--benchmarks", "none"]).options_of(BenchmarkOptions).benchmarks == ()
 
 
 def test_cli_evaluate_and_compare(loaded, trained_run, tmp_path, capsys):
     # the options of test_evaluate_writes_every_table: its evaluation is found complete and only printed
-    main(["evaluate", str(trained_run), "--model", str(loaded.spec), "--benchmarks", "mmlu", "--mmlu-subjects",
-          "anatomy", "--limit", "2", "--heldout-paraphrases", "2", "--device", "cpu", "--dtype", "float32"])
+    assert main(["evaluate", str(trained_run), "--model", str(loaded.spec), "--benchmarks", "mmlu",
+                 "--mmlu-subjects", "anatomy", "--limit", "2", "--heldout-paraphrases", "2", "--device", "cpu",
+                 "--dtype", "float32"]) == 0
     printed = capsys.readouterr().out
     assert "Reliability" in printed and "distinct answers" in printed and "mmlu/acc" in printed
     assert f"evaluated: {trained_run / 'eval'}" in printed
@@ -175,14 +184,14 @@ def test_cli_evaluate_and_compare(loaded, trained_run, tmp_path, capsys):
     table = compare([trained_run, other.parent])
     assert list(table.columns) == ["run", "copy"]
     assert table.loc["facts"].tolist() == [3, 3] and table.loc["mmlu/acc base"].nunique() == 1
-    main(["compare", str(trained_run), str(other), "--out", str(tmp_path / "side.csv")])
+    assert main(["compare", str(trained_run), str(other), "--out", str(tmp_path / "side.csv")]) == 0
     assert "Runs side by side" in capsys.readouterr().out and (tmp_path / "side.csv").is_file()
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, loaded, trained_run):
-    with pytest.raises(InputError, match="not a training run folder"):
+    with pytest.raises(InputError, match="not a training run folder .no manifest.json.; make one with `knowpack train`"):
         evaluate_loaded(loaded, EvaluateConfig(run=tmp_path))
-    with pytest.raises(InputError, match="--shift-epochs"):
+    with pytest.raises(InputError, match="shift_epochs: 'first' is not one of last, all"):
         EvaluateConfig(run=trained_run, shift_epochs="first")
     with pytest.raises(InputError, match="no evaluation found"):
         compare([tmp_path])

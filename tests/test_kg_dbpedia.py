@@ -11,7 +11,9 @@ import pytest
 
 from knowpack.cli import main
 from knowpack.errors import InputError, RunConflictError
-from knowpack.kg import QUESTIONS_SCHEMA, QuestionsConfig, build_questions, read_summary
+from knowpack.kg.folder import QUESTIONS_SCHEMA, QuestionSet
+from knowpack.kg.stage import QuestionsConfig
+from knowpack.kg.stage import run as build_questions
 from knowpack.kg.select import cut_buckets
 
 R = "http://dbpedia.org/resource/"
@@ -89,9 +91,9 @@ def test_cut_buckets_on_a_known_graph():
 
 
 def test_build_on_the_fixture(tmp_path, dump_files):
-    config = QuestionsConfig(source="dbpedia", out=str(tmp_path / "q"), balance=False, per_bucket=1000,
-                             progress=False, **dump_files)
-    folder = build_questions(config)
+    config = QuestionsConfig(source="dbpedia", out=tmp_path / "q", balance=False, per_bucket=1000,
+                             progress=False, options=dump_files)
+    folder = build_questions(config).path
     table = pq.read_table(folder / "questions.parquet")
     assert table.schema.equals(QUESTIONS_SCHEMA)
     rows = {row["id"]: row for row in table.to_pylist()}
@@ -121,7 +123,7 @@ def test_build_on_the_fixture(tmp_path, dump_files):
     assert rows["country/City_0"]["relation_domain"] == "Country"
     assert rows["occupation/Person_0"]["relation_domain"] == "undefined"
 
-    summary = read_summary(folder)
+    summary = QuestionSet(folder).summary()
     assert summary["lines"] == len(fixture_triples()) + 3 and summary["bad_lines"] == 1
     assert summary["bad_line_examples"] == [[len(fixture_triples()) + 2, "this line is broken"]]
     by_relation = {r["relation"]: r for r in summary["relation_table"]}
@@ -135,9 +137,9 @@ def test_build_on_the_fixture(tmp_path, dump_files):
 
 def test_same_seed_same_bytes_and_balanced_caps(tmp_path, dump_files):
     def build(name, seed):
-        config = QuestionsConfig(source="dbpedia", dump=dump_files["dump"], out=str(tmp_path / name), seed=seed,
-                                 per_bucket=2, progress=False)
-        return (build_questions(config) / "questions.parquet").read_bytes()
+        config = QuestionsConfig(source="dbpedia", options={"dump": dump_files["dump"]}, out=tmp_path / name,
+                                 seed=seed, per_bucket=2, progress=False)
+        return build_questions(config).file("questions.parquet").read_bytes()
 
     first = build("a", 0)
     assert build("b", 0) == first
@@ -150,7 +152,7 @@ def test_same_seed_same_bytes_and_balanced_caps(tmp_path, dump_files):
 
 
 def test_resume_conflict_and_user_errors(tmp_path, dump_files, capsys, monkeypatch):
-    monkeypatch.setattr("knowpack.cli.STAGE_COMMANDS", ("knowpack.kg.cli",))  # only this stage's commands
+    monkeypatch.setattr("knowpack.cli.COMMAND_MODULES", ("knowpack.kg.stage",))  # only this stage's commands
     out = tmp_path / "run"
     args = ["questions", "--source", "dbpedia", "--dump", dump_files["dump"], "--no-balance", "--out", str(out),
             "--no-progress"]
@@ -160,7 +162,7 @@ def test_resume_conflict_and_user_errors(tmp_path, dump_files, capsys, monkeypat
     assert "no template: 1" in printed
     assert main(args) == 0  # finished work is returned as is
     with pytest.raises(RunConflictError):
-        build_questions(QuestionsConfig(source="dbpedia", dump=dump_files["dump"], out=str(out), seed=9))
+        build_questions(QuestionsConfig(source="dbpedia", options={"dump": dump_files["dump"]}, out=out, seed=9))
 
     assert main(["questions", "--source", "dbpedia", "--dump", str(tmp_path / "missing.bz2"),
                  "--out", str(tmp_path / "x")]) == 2
@@ -170,6 +172,9 @@ def test_resume_conflict_and_user_errors(tmp_path, dump_files, capsys, monkeypat
     empty = tmp_path / "empty.nt"
     empty.write_text("# nothing but a comment\n")
     with pytest.raises(InputError, match="empty.nt: no usable triples"):
-        build_questions(QuestionsConfig(source="dbpedia", dump=str(empty), out=str(tmp_path / "e"), progress=False))
-    with pytest.raises(InputError, match="needs --dump"):
-        QuestionsConfig(source="dbpedia", out=str(tmp_path / "n"))
+        build_questions(QuestionsConfig(source="dbpedia", options={"dump": str(empty)}, out=tmp_path / "e",
+                                        progress=False))
+    with pytest.raises(InputError, match="dump: needed for source dbpedia"):
+        QuestionsConfig(source="dbpedia", out=tmp_path / "n")
+    assert main(["questions", "--out", str(tmp_path / "m"), "--dump", dump_files["dump"]]) == 2
+    assert "--dump: applies to source dbpedia only" in capsys.readouterr().err

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-import knowpack.kg.questions as questions_module
-from knowpack.kg import QUESTIONS_SCHEMA, QuestionsConfig, build_questions, read_summary
+import knowpack.kg.stage as questions_module
 from knowpack.kg.embedded import build_embedded, latin_names
+from knowpack.kg.folder import QUESTIONS_SCHEMA, QuestionSet
+from knowpack.kg.stage import QuestionsConfig
+from knowpack.kg.stage import run as build_questions
 from knowpack.kg.templates import load_templates
 
 
@@ -22,7 +24,7 @@ def question_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def embedded_folder(tmp_path_factory, question_cache):
-    return build_questions(QuestionsConfig(out=str(tmp_path_factory.mktemp("embedded") / "q"), progress=False))
+    return build_questions(QuestionsConfig(out=tmp_path_factory.mktemp("embedded") / "q", progress=False)).path
 
 
 def test_embedded_questions(embedded_folder):
@@ -45,7 +47,7 @@ def test_embedded_questions(embedded_folder):
     heads = frame[frame["bucket"] == "head"]["popularity"].median()
     tails = frame[frame["bucket"] == "tail"]["popularity"].median()
     assert heads > tails
-    summary = read_summary(embedded_folder)
+    summary = QuestionSet(embedded_folder).summary()
     assert summary["questions"] == len(frame) and summary["relations"] >= 10
 
 
@@ -54,7 +56,7 @@ def test_same_seed_reloads_identically_and_uses_the_cache(embedded_folder, quest
                            max_aliases=20)[0]
     assert fresh.equals(pq.read_table(embedded_folder / "questions.parquet"))
     assert len(list(question_cache.glob("kg/*/questions.parquet"))) == 1
-    again = build_questions(QuestionsConfig(out=str(tmp_path / "again"), progress=False))
+    again = build_questions(QuestionsConfig(out=tmp_path / "again", progress=False)).path
     assert (again / "questions.parquet").read_bytes() == (embedded_folder / "questions.parquet").read_bytes()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pyarrow as pa
@@ -14,9 +13,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from knowpack.errors import InputError
 from knowpack.models import load_model
-from knowpack.probe import LabelConfig, LabelTarget, cli, label, label_loaded
+from knowpack.cli import main
 from knowpack.probe.engine import PrefixEngine
-from knowpack.probe.label import LABELS_SCHEMA, RESPONSES_SCHEMA
+from knowpack.probe.stage import LabelConfig, LabelTarget
+from knowpack.probe.stage import run as label
+from knowpack.probe.stage import run_loaded
+
+
+def label_loaded(loaded, config, targets):
+    return [folder.path for folder in run_loaded(loaded, config, targets)]
+from knowpack.probe.folder import LABELS_SCHEMA, RESPONSES_SCHEMA
 from knowpack.text import extract_answer
 
 QUESTIONS = {
@@ -201,28 +207,20 @@ def test_bad_questions_are_named(loaded, tmp_path, table, message):
         label_loaded(loaded, small_config(tmp_path, questions=tmp_path / "bad.parquet"), [LabelTarget(tmp_path / "o")])
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers())
-    return parser.parse_args(argv)
-
-
-def test_cli_labels_and_reports_errors(lively_model_dir, tmp_path):
+def test_cli_labels_and_reports_errors(lively_model_dir, tmp_path, capsys):
     questions = write_questions(tmp_path / "questions.parquet")
     args = ["label", "--model", str(lively_model_dir), "--questions", str(questions), "--out", str(tmp_path / "cli"),
             "--n-prompts", "1", "--samples", "1", "--max-new-tokens", "3", "--device", "cpu", "--no-progress",
             "--exemplars", "same-relation"]
-    namespace = parse(args)
-    namespace.func(namespace)
+    assert main(args) == 0
     assert pq.read_table(tmp_path / "cli" / "labels.parquet").num_rows == len(QUESTIONS)
     manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
     assert manifest["config"]["exemplars"] == "same-relation" and manifest["config"]["n_samples"] == 1
-    namespace = parse(args[:4] + [str(tmp_path / "missing.parquet")] + args[5:])
-    with pytest.raises(InputError, match="missing.parquet: file not found"):
-        namespace.func(namespace)
+    assert main(args[:4] + [str(tmp_path / "missing.parquet")] + args[5:]) == 2
+    assert "missing.parquet: file not found" in capsys.readouterr().err
 
 
 def test_label_loads_the_model_itself(lively_model_dir, tmp_path):
     config = small_config(tmp_path, model=str(lively_model_dir), device="cpu", n_prompts=1, n_samples=0)
-    out = label(config)
+    out = label(config).path
     assert json.loads((out / "manifest.json").read_text())["config"]["model"] == str(lively_model_dir)

@@ -1,6 +1,5 @@
 """The report on hand-built sweep folders (evaluate's own tables from synthetic answers) and on one run."""
 
-import argparse
 import base64
 import json
 import re
@@ -9,16 +8,23 @@ import pytest
 from PIL import Image
 
 from knowpack.errors import InputError, RunConflictError
-from knowpack.report import ReportConfig, make_report
-from knowpack.report import cli as report_cli
+from knowpack.cli import main
+from knowpack.evaluate.metrics import METRICS
+from knowpack.evaluate.metrics.reliability import final_values
+from knowpack.report.cells import by_size_and_mixture, cell, summary
 from knowpack.report.collect import collect
-from knowpack.report.tables import final_reliability, shift_table, summary
+from knowpack.report.stage import ReportConfig
+from knowpack.report.stage import run as report
+
+
+def make_report(config):
+    return report(config).path
 
 from report_fixtures import EPOCHS, write_run, write_sweep
 
 MIXTURES = ["none", "highly-known:1", "paraphrase:2"]
 FIGURES = {"reliability_per_epoch.png", "reliability_vs_facts.png", "shift_vs_facts.png", "shift_heatmaps.png",
-           "shift_matrices.png", "refusals_collapse.png", "spillover_reasons.png", "benchmarks.png"}
+           "shift_matrices.png", "refusals.png", "collapse.png", "spillover_reasons.png", "benchmarks.png"}
 
 
 @pytest.fixture(scope="module")
@@ -49,25 +55,26 @@ def test_sweep_report_has_every_figure_table_and_summary(sweep_dir):
     assert "17 evaluated runs of 18" in manifest["summary"]
 
 
-def test_tables_aggregate_over_seeds_and_leave_out_unevaluated_runs(sweep_dir):
+def test_tables_aggregate_over_seeds_and_leave_out_unevaluated_runs(sweep_dir, tmp_path):
     data = collect(sweep_dir)
     assert len(data.runs) == 18 and len(data.evaluated) == 17
-    assert set(data.reliability["epoch"]) == set(range(EPOCHS + 1))
-    assert set(data.reliability["scope"]) == {"trained", "heldout_paraphrase"}
-    table = final_reliability(data)
+    reliability = data.frame("reliability")
+    assert set(reliability["epoch"]) == set(range(EPOCHS + 1))
+    assert set(reliability["scope"]) == {"trained", "heldout_paraphrase"}
+    table = by_size_and_mixture(final_values(data), data.mixtures, lambda g: cell(g["reliability"]))
     assert list(table.columns) == ["facts", "no extra", "+1 HighlyKnown", "+2 paraphrases"]
     assert list(table["facts"]) == [1, 5, 20]
     assert re.fullmatch(r"\d\.\d\d( \[\d\.\d\d–\d\.\d\d\])?", table.iloc[0, 1])
-    shifts = shift_table(data)
+    shifts = METRICS["shift"].sections(data, tmp_path)[0].tables[0][1]
     assert re.fullmatch(r"[+-]\d\.\d{3}.* / [+-]\d\.\d{3}.*", shifts.iloc[2, 1])
-    assert set(data.base_benchmarks["score"]) == {"mmlu acc", "truthfulqa_mc1 acc"}
-    assert data.base_effects["refusal_rate"] > 0.3, "the synthetic base model refuses its unknown questions"
+    assert set(data.frame("base_benchmarks")["score"]) == {"mmlu acc", "truthfulqa_mc1 acc"}
+    assert data.frame("base_refusals")["refusal_rate"].mean() > 0.3, "the synthetic base model refuses its unknowns"
 
 
 def test_summary_is_computed_from_the_numbers(sweep_dir):
     data = collect(sweep_dir)
     text = summary(data)
-    worst = data.shift.groupby(["unknown", "mixture"])["negative"].mean().max()
+    worst = data.frame("shift").groupby(["unknown", "mixture"])["negative"].mean().max()
     assert f"{worst:.1%}" in text
     assert "1, 5 and 20 packed facts, 3 mixtures and 2 seeds" in text
     assert "mmlu acc" in text or "truthfulqa_mc1 acc" in text
@@ -105,11 +112,8 @@ def test_report_is_replaced_but_a_foreign_folder_is_refused(sweep_dir, tmp_path)
 
 
 def test_cli_report(sweep_dir, tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="knowpack")
-    report_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["report", str(sweep_dir), "--out", str(tmp_path / "cli"), "--title", "Grid"])
-    args.func(args)
+    assert main(["report", str(sweep_dir), "--out", str(tmp_path / "cli"), "--title", "Grid"]) == 0
     assert str(tmp_path / "cli" / "report.html") in capsys.readouterr().out
     assert "<title>Grid</title>" in (tmp_path / "cli" / "report.html").read_text()
-    with pytest.raises(InputError, match="folder not found"):
-        args.func(parser.parse_args(["report", str(tmp_path / "missing")]))
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "folder not found" in capsys.readouterr().err

@@ -1,17 +1,19 @@
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pytest
 
+from knowpack.config import Config as StageConfig
+from knowpack.config import option
 from knowpack.errors import InputError, RunConflictError
 from knowpack.runfolder import atomic_path, open_run, read_parquet, write_json, write_parquet
 
 
 @dataclass
-class Config:
-    size: int = 3
-    batch_size: int = field(default=8, metadata={"affects_results": False})
+class Config(StageConfig):
+    size: int = option(3, help="a size")
+    batch_size: int = option(8, help="a batch size", affects_results=False)
 
 
 def test_atomic_path_leaves_old_file_when_writer_fails(tmp_path):

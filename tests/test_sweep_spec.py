@@ -6,8 +6,7 @@ import pytest
 import yaml
 
 from knowpack.errors import InputError
-from knowpack.sweep import load_sweep
-from knowpack.sweep.spec import expand_range, mixture_extra, mixture_label
+from knowpack.sweep.spec import expand_range, load_sweep, mixture_extra, mixture_label
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -81,14 +80,18 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
         ({**base(), "grid": {"unknown": [10, 10]}}, r"grid\.unknown: 10 is listed twice"),
         ({**base(), "grid": {"unknown": [1], "rank": 0}}, r"grid\.rank: 0 must be at least 1"),
         ({**base(), "grid": {"unknown": [1], "lr": "fast"}}, r"grid\.lr: 'fast' is not a number"),
-        ({**base(), "grid": {"unknown": [1], "loss_on": "prompt"}}, r"grid\.loss_on: 'prompt' must be one of"),
+        ({**base(), "grid": {"unknown": [1], "loss_on": "prompt"}}, r"grid\.loss_on: 'prompt' is not one of answer, all"),
         ({**base(), "grid": {"unknown": [1], "dropout": 1.5}}, r"grid\.dropout"),
         ({**base(), "grid": {"unknown": [1], "mixtures": ["famous:3"]}}, r"grid\.mixtures: unknown kind 'famous'"),
         ({**base(), "grid": {"unknown": [1], "mixtures": ["paraphrase:0"]}}, r"ratio of at least 1"),
         ({**base(), "grid": {"unknown": {"start": 5, "stop": 1, "step": 1}}}, r"grid\.unknown: stop 1 is below"),
         ({**base(), "grid": {"unknown": [1], "loss_on": {"start": 1}}}, r"grid\.loss_on: takes a value or a list"),
         ({**base(), "grid": {"rank": [1]}}, r"grid\.unknown: missing"),
-        ({**base(), "train": {"rank": 4}}, r"train\.rank: a grid parameter"),
+        ({**base(rank=[1, 2]), "train": {"rank": 4}}, r"train\.rank: also a grid parameter"),
+        ({**base(), "train": {"rank": 0}}, r"train\.rank: 0 must be at least 1"),
+        ({**base(), "train": {"batch_size": [4]}}, r"train\.batch_size: \[4\] is not a whole number"),
+        ({**base(), "evaluate": {"limit": -1}}, r"evaluate\.limit: -1 must be at least 1"),
+        ({**base(), "evaluate": {"benchmarks": "none,mmlu"}}, r"'none' cannot be combined"),
         ({**base(), "train": {"out": "x"}}, r"train\.out: cannot be set in a sweep"),
         ({**base(), "data": {"questions": "q.parquet"}}, r"data\.labels: missing"),
         ({**base(), "data": {"labels": "l", "make": {"labels": {}}}}, r"either labels or make\.labels"),

@@ -11,7 +11,7 @@ from knowpack.cli import main
 
 
 def test_train_command(tmp_path, tiny_model_dir, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "STAGE_COMMANDS", ("knowpack.train.cli",))  # only this stage's command
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("knowpack.train.stage",))  # only this stage's command
     questions = tmp_path / "questions.parquet"
     labels = make_label_folder(tmp_path / "labels", questions, write_questions(questions))
     out = tmp_path / "run"

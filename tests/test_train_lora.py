@@ -13,8 +13,15 @@ from test_train_mixture import make_label_folder, write_questions
 
 from knowpack.errors import InputError, RunConflictError
 from knowpack.models import load_model
-from knowpack.train import TrainConfig, train_loaded
-from knowpack.train import lora, packing
+from knowpack.train import folder as lora_files
+from knowpack.train import loop as lora
+from knowpack.train import packing
+from knowpack.train.stage import LOSS_ON, TrainConfig
+from knowpack.train.stage import run_loaded
+
+
+def train_loaded(loaded, config):
+    return run_loaded(loaded, config).path
 
 TEMPLATE = "Question: {question}\nAnswer: {answer}"
 
@@ -38,15 +45,15 @@ def make_config(labels, out, **overrides) -> TrainConfig:
 
 
 def adapter(run, epoch):
-    return load_file(run / "epochs" / lora.epoch_name(epoch) / lora.ADAPTER_FILE)
+    return load_file(run / "epochs" / lora_files.epoch_name(epoch) / lora_files.ADAPTER_FILE)
 
 
 def optimizer_state(run, epoch):
-    return load_file(run / "epochs" / lora.epoch_name(epoch) / lora.OPTIMIZER_FILE)
+    return load_file(run / "epochs" / lora_files.epoch_name(epoch) / lora_files.OPTIMIZER_FILE)
 
 
 def losses(run):
-    return pq.read_table(run / lora.TRAIN_LOG_FILE).column("loss").to_pylist()
+    return pq.read_table(run / lora_files.TRAIN_LOG_FILE).column("loss").to_pylist()
 
 
 def assert_same_tensors(a: dict, b: dict):
@@ -59,8 +66,8 @@ def test_run_folder_layout_and_learning(loaded, labels, tmp_path):
     run = train_loaded(loaded, make_config(labels, tmp_path / "run"))
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["complete"] and manifest["epochs_done"] == 3
-    train_set = pq.read_table(run / lora.TRAIN_SET_FILE)
-    assert train_set.schema.equals(lora.TRAIN_SET_SCHEMA)
+    train_set = pq.read_table(run / lora_files.TRAIN_SET_FILE)
+    assert train_set.schema.equals(lora_files.TRAIN_SET_SCHEMA)
     kinds = train_set.column("kind").to_pylist()
     assert kinds.count("unknown") == 6 and kinds.count("highly-known") == 6
     unknown_ids = [q for q, k in zip(train_set.column("question_id").to_pylist(), kinds) if k == "unknown"]
@@ -69,9 +76,9 @@ def test_run_folder_layout_and_learning(loaded, labels, tmp_path):
     assert first["prompt"].startswith("Question: ") and first["prompt"].endswith("Answer: ")
     assert sorted(p.name for p in (run / "epochs").iterdir()) == ["epoch_01", "epoch_02", "epoch_03"]
     for epoch in (1, 2, 3):
-        assert sorted(p.name for p in (run / "epochs" / lora.epoch_name(epoch)).iterdir()) == sorted(lora.EPOCH_FILES)
-    log = pq.read_table(run / lora.TRAIN_LOG_FILE)
-    assert log.schema.equals(lora.TRAIN_LOG_SCHEMA)
+        assert sorted(p.name for p in (run / "epochs" / lora_files.epoch_name(epoch)).iterdir()) == sorted(lora_files.EPOCH_FILES)
+    log = pq.read_table(run / lora_files.TRAIN_LOG_FILE)
+    assert log.schema.equals(lora_files.TRAIN_LOG_SCHEMA)
     assert log.column("epoch").to_pylist() == [1] * 3 + [2] * 3 + [3] * 3  # 12 rows, batch 4
     assert manifest["epoch_loss"][-1] < manifest["epoch_loss"][0]
     keys = adapter(run, 3).keys()
@@ -112,7 +119,7 @@ def test_packed_batch_matches_rows_run_one_by_one(loaded, attention, lane_tokens
     model = loaded.model
     model.set_attn_implementation(attention)
     request_cleanup = lambda: model.set_attn_implementation("sdpa")  # noqa: E731
-    for loss_on in lora.LOSS_ON:
+    for loss_on in LOSS_ON:
         batch = packing.pack(rows, loss_on, torch.device("cpu"), lane_tokens)
         assert batch.tokens == sum(len(ids) for ids, _ in rows)
         assert batch.lanes == (1 if lane_tokens == 512 else len(rows))
@@ -194,9 +201,9 @@ def test_interrupted_run_resumes_bit_identical(loaded, labels, tmp_path, monkeyp
 
 def test_finished_run_is_not_retrained_and_other_config_is_refused(loaded, labels, tmp_path):
     run = train_loaded(loaded, make_config(labels, tmp_path / "run", epochs=1))
-    stamp = (run / "epochs/epoch_01" / lora.ADAPTER_FILE).stat().st_mtime_ns
+    stamp = (run / "epochs/epoch_01" / lora_files.ADAPTER_FILE).stat().st_mtime_ns
     train_loaded(loaded, make_config(labels, tmp_path / "run", epochs=1))
-    assert (run / "epochs/epoch_01" / lora.ADAPTER_FILE).stat().st_mtime_ns == stamp
+    assert (run / "epochs/epoch_01" / lora_files.ADAPTER_FILE).stat().st_mtime_ns == stamp
     with pytest.raises(RunConflictError):
         train_loaded(loaded, make_config(labels, tmp_path / "run", epochs=1, rank=3))
 
@@ -204,13 +211,13 @@ def test_finished_run_is_not_retrained_and_other_config_is_refused(loaded, label
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"rank": 0}, "--rank 0"),
-        ({"unknown": -1}, "--unknown -1"),
+        ({"rank": 0}, "rank: 0 must be at least 1"),
+        ({"unknown": -1}, "unknown: -1 must be at least 1"),
         ({"extra": ("highly-known:5",)}, "needs 30 HighlyKnown"),
         ({"extra": ("famous:1",)}, "KIND:K"),
         ({"targets": "no_such_proj"}, "--targets"),
         ({"template": "{answer} then {question}"}, "--template"),
-        ({"loss_on": "prompt"}, "--loss-on"),
+        ({"loss_on": "prompt"}, "loss_on: 'prompt' is not one of answer, all"),
     ],
 )
 def test_bad_config_is_one_line_input_error(loaded, labels, tmp_path, overrides, message):
@@ -222,10 +229,10 @@ def test_bad_config_is_one_line_input_error(loaded, labels, tmp_path, overrides,
 
 def test_default_rows_are_the_study_zero_shot_chat_prompt(loaded, labels, tmp_path):
     run = train_loaded(loaded, make_config(labels, tmp_path / "run", epochs=1, template=None))
-    row = pq.read_table(run / lora.TRAIN_SET_FILE).to_pylist()[0]
+    row = pq.read_table(run / lora_files.TRAIN_SET_FILE).to_pylist()[0]
     assert row["prompt"].startswith("<|im_start|>system\nAnswer the following question.<|im_end|>")
     assert "<|im_start|>user\nQuestion: What is the capital of" in row["prompt"]
     assert row["prompt"].endswith("<|im_start|>assistant\n") and row["target"].startswith("Answer: City")
     plain = train_loaded(loaded, make_config(labels, tmp_path / "plain", epochs=1, template=None, chat=False))
-    row = pq.read_table(plain / lora.TRAIN_SET_FILE).to_pylist()[0]
+    row = pq.read_table(plain / lora_files.TRAIN_SET_FILE).to_pylist()[0]
     assert row["prompt"].endswith("\nAnswer:") and "<|im_start|>" not in row["prompt"]

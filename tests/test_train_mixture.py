@@ -9,7 +9,8 @@ import pytest
 
 from knowpack.errors import InputError
 from knowpack.runfolder import open_run, write_parquet
-from knowpack.train.mixture import load_pool, parse_extra, questions_of, sample_facts
+from knowpack.train.mixture import load_pool, questions_of, sample_facts
+from knowpack.train.stage import parse_extra
 
 CATEGORIES = {"Unknown": 40, "HighlyKnown": 12, "MaybeKnown": 6, "WeaklyKnown": 2}
 
@@ -46,7 +47,7 @@ def write_questions(path: Path, counts: dict[str, int] = CATEGORIES, prefix: str
 
 def make_label_folder(folder: Path, questions: Path, categories: dict[str, str]) -> Path:
     """A complete probe run folder whose manifest names ``questions`` as its input."""
-    run = open_run(folder, "probe", {"model": "test"}, {"questions": questions})
+    run = open_run(folder, "label", {"model": "test"}, {"questions": questions})
     ids = sorted(categories)
     write_parquet(
         run.file("labels.parquet"),

@@ -7,50 +7,45 @@ by the same code a user's sweep runs. Run it again and finished work is reused.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from importlib.resources import files
 from pathlib import Path
 
+from knowpack.cli import Command
+from knowpack.config import Config, option, out_option
+
 DEMO_SWEEP = files("knowpack") / "demo.yaml"
 
 
 @dataclasses.dataclass
-class DemoConfig:
-    out: Path = Path("runs/demo")
-    model: str | None = None  # None: demo.yaml's model (the embedded default)
+class DemoConfig(Config):
+    out: Path = out_option("demo folder", default=Path("runs/demo"))
+    model: str | None = option(None, help="another model (embedded name, .gguf, folder or hub id; default: "
+                               "demo.yaml's, the embedded default)")
 
 
-def demo(config: DemoConfig) -> Path:
-    """Run the demo sweep and its report; returns the report's HTML file."""
-    from knowpack.report import ReportConfig, make_report
-    from knowpack.sweep import load_sweep, run_sweep
+def run(config: DemoConfig):
+    """Run the demo sweep and its report; returns the Report folder."""
+    from knowpack.report.stage import ReportConfig
+    from knowpack.report.stage import run as make_report
+    from knowpack.sweep.driver import run_sweep
+    from knowpack.sweep.spec import load_sweep
 
-    sweep = load_sweep(Path(str(DEMO_SWEEP)), out=config.out)
+    spec = load_sweep(Path(str(DEMO_SWEEP)), out=config.out)
     if config.model:
-        sweep = dataclasses.replace(sweep, model=config.model)
-    run_sweep(sweep)
-    report = make_report(ReportConfig(source=Path(config.out), title="knowpack demo"))
-    return report / "report.html"
+        spec = dataclasses.replace(spec, model=config.model)
+    run_sweep(spec)
+    return make_report(ReportConfig(source=Path(config.out), title="knowpack demo"))
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="the whole pipeline on the embedded default model and fact graph (offline, CPU, ~15 min)",
-        description=__doc__.splitlines()[0],
-    )
-    parser.add_argument("--out", type=Path, default=DemoConfig.out, help="demo folder (default runs/demo)")
-    parser.add_argument("--model", help="another model (embedded name, .gguf, folder or hub id)")
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> None:
-    from knowpack.report.collect import collect
-    from knowpack.report.tables import summary
-
+def main(config: DemoConfig) -> None:
     started = time.perf_counter()
-    html = demo(DemoConfig(out=args.out, model=args.model))
-    print("\n" + summary(collect(args.out)))
-    print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min; report: {html.resolve()}")
+    report = run(config)
+    print("\n" + report.summary)
+    print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min; report: {report.html.resolve()}")
+
+
+COMMANDS = [Command("demo", DemoConfig, main,
+                    help="the whole pipeline on the embedded default model and fact graph (offline, CPU, ~15 min)",
+                    description=__doc__.splitlines()[0])]

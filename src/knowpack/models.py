@@ -6,6 +6,9 @@ response stores, so answers of one model are never read as another's.
 GGUF files (the embedded models ship as GGUF inside PyPI wheels) are de-quantised by transformers to float32 at
 load time, which takes 15–40 s; the first load therefore saves a float32 safetensors copy in the cache, and later
 loads take 0.1–2 s.
+
+torch and transformers are imported by the functions that need them, not by this module, so resolving a model
+spec (and refusing a bad one) costs no second of imports.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from knowpack.assets import GEMMA3_GGUF, SMOLLM2_GGUF, FileAsset, cache_dir, fetch_file
 from knowpack.errors import InputError
 from knowpack.runfolder import sha256_file
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,8 @@ EMBEDDED_MODELS = {
 
 @dataclass
 class LoadedModel:
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
+    model: Any  # a transformers PreTrainedModel
+    tokenizer: Any  # its tokenizer
     spec: str
     fingerprint: str
     chat: bool
@@ -56,11 +60,15 @@ class LoadedModel:
 
 
 def default_device() -> torch.device:
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
     """bf16 on GPUs that support it, float32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    import torch
+
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
@@ -75,6 +83,9 @@ def load_model(
     attn_implementation: str | None = None,
 ) -> LoadedModel:
     """Load ``spec`` for inference and training. Raises a one-line KnowpackError when it cannot."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     folder, fingerprint, chat = resolve_model(spec, trust_remote_code=trust_remote_code)
     target = torch.device(device) if device else default_device()
     torch_dtype = getattr(torch, dtype) if dtype else default_dtype(target)
@@ -173,6 +184,8 @@ def _hub_model(repo_id: str, trust_remote_code: bool) -> tuple[str, str, bool | 
         ) from err
     except (HfHubHTTPError, ValueError) as err:
         raise InputError(f"{repo_id}: unknown model id ({_first_line(err)})") from err
+    from transformers import AutoConfig
+
     AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     return folder, f"hub:{repo_id}@{Path(folder).name[:16]}", None
 
@@ -182,6 +195,9 @@ def _converted_gguf(gguf: Path, digest: str) -> Path:
     folder = cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
     if (folder / "config.json").is_file():
         return folder
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)

@@ -1,6 +1,3 @@
-"""Measuring what packing costs: reliability, knowledge shift, refusals, answer collapse, spill-over reasons and
-external benchmarks (docs/metrics.md defines every number)."""
-
-from knowpack.evaluate.stage import EvaluateConfig, compare, evaluate, evaluate_loaded
-
-__all__ = ["EvaluateConfig", "compare", "evaluate", "evaluate_loaded"]
+"""The evaluate stage (``stage.py``): what packing costs, measured by the metrics registered in ``metrics/``
+(reliability, knowledge shift, refusals, answer collapse, spill-over reasons, external benchmarks); evaluations are
+read through ``folder.Evaluation``. docs/metrics.md defines every number."""

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from knowpack.errors import InputError
 from knowpack.kg.aliases import build_aliases
 from knowpack.kg.ntriples import ReadStats, iri_label, literal_parts, read_triples, term_text
-from knowpack.kg.schema import BUCKETS
+from knowpack.kg.folder import BUCKETS
 from knowpack.kg.select import FACT_COLUMNS, answer_in_question, cut_buckets, select_questions
 from knowpack.kg.templates import Templates, fill
 from knowpack.text import normalize

@@ -45,7 +45,7 @@ from knowpack.assets import (
 )
 from knowpack.errors import KnowpackError
 from knowpack.kg.aliases import build_aliases, without_qualifier
-from knowpack.kg.schema import BUCKETS
+from knowpack.kg.folder import BUCKETS
 from knowpack.kg.select import cut_buckets, select_questions
 from knowpack.kg.templates import Templates
 

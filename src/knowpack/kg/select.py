@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from knowpack.kg.schema import BUCKETS, QUESTIONS_SCHEMA
+from knowpack.kg.folder import BUCKETS, QUESTIONS_SCHEMA
 from knowpack.kg.templates import Templates, fill, template_id
 from knowpack.text import normalize
 

@@ -1,7 +1,2 @@
-"""Knowledge probing: few-shot prompts, a prefix-sharing generation engine, a resumable response store and
-SliCK knowledge categories (``label`` / ``label_loaded``)."""
-
-from knowpack.probe.label import LabelConfig, LabelTarget, label, label_loaded
-from knowpack.probe.prompts import training_example
-
-__all__ = ["LabelConfig", "LabelTarget", "label", "label_loaded", "training_example"]
+"""The label stage (``stage.py``): few-shot prompts, generation backends (``backends/``: the prefix-sharing engine
+and plain ``generate``), a resumable response store and SliCK knowledge categories (``folder.py``)."""

@@ -35,6 +35,8 @@ from transformers import AttentionInterface
 
 from knowpack.errors import InputError
 from knowpack.models import attention_implementation
+from knowpack.probe.backends import Decoding, Generation, Job
+from knowpack.probe.stops import StopRule
 
 ATTENTION_NAME = "knowpack_shared_prefix"
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in adapter_names
@@ -43,74 +45,6 @@ PREFILL_TOKENS = 8192  # suffix tokens per prefill slice: big enough for efficie
 # falls back to slow unaligned kernels, over 144 it does not. A CPU gains nothing from it.
 GPU_KEY_ALIGNMENT = 16
 CPU_KEY_ALIGNMENT = 1
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """Decoding settings; all of them change answers, so all are part of the response store's key."""
-
-    max_new_tokens: int = 24
-    n_samples: int = 0
-    temperature: float = 0.5
-    stop_at_newline: bool = True
-    min_new_tokens: int = 0  # no stop before this many tokens (benchmarks force a fixed length)
-
-    def validate(self) -> None:
-        if self.max_new_tokens < 1 or self.n_samples < 0 or self.min_new_tokens > self.max_new_tokens:
-            raise InputError(f"decoding settings {self}: need max_new_tokens ≥ 1, n_samples ≥ 0, min ≤ max")
-        if self.n_samples and not self.temperature > 0:
-            raise InputError(f"temperature {self.temperature}: sampling needs a temperature > 0")
-
-
-@dataclass(frozen=True)
-class Job:
-    """One prompt to answer: shared prefix, own suffix, adapter (None = base model), 63-bit sampling seed."""
-
-    prefix: tuple[int, ...]
-    suffix: tuple[int, ...]
-    adapter: str | None = None
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class Generation:
-    tokens: tuple[int, ...]  # generated ids, the stop token included
-    stopped: bool  # ended at a stop token (else at max_new_tokens)
-
-
-# ---------------------------------------------------------------- stop rule
-
-
-class StopRule:
-    """Which generated tokens end an answer: end-of-sequence/turn ids always; with ``stop_at_newline`` also a
-    token containing a newline once the answer has visible text (a leading newline does not end it)."""
-
-    def __init__(self, model, tokenizer, vocab_size: int, stop_at_newline: bool, device: torch.device):
-        eos: set[int] = set()
-        for source in (getattr(model, "generation_config", None), tokenizer):
-            ids = getattr(source, "eos_token_id", None)
-            if ids is not None:
-                eos.update([ids] if isinstance(ids, int) else ids)
-        self.eos_ids = sorted(eos)
-        texts = tokenizer.batch_decode([[i] for i in range(min(vocab_size, len(tokenizer)))])
-        texts += [""] * (vocab_size - len(texts))
-        self.is_eos = torch.zeros(vocab_size, dtype=torch.bool)
-        self.is_eos[[i for i in self.eos_ids if i < vocab_size]] = True
-        newline = [stop_at_newline and "\n" in t for t in texts]
-        self.has_newline = torch.tensor(newline, dtype=torch.bool)
-        self.visible = torch.tensor([bool(t.strip()) for t in texts], dtype=torch.bool)
-        self.visible_before_newline = torch.tensor(
-            [nl and bool(t.split("\n", 1)[0].strip()) for t, nl in zip(texts, newline)], dtype=torch.bool
-        )
-        for name in ("is_eos", "has_newline", "visible", "visible_before_newline"):
-            setattr(self, name, getattr(self, name).to(device))
-
-    def step(self, tokens: torch.Tensor, seen_visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(stops, seen_visible after these tokens) for one generated token per row."""
-        stops = self.is_eos[tokens] | (
-            self.has_newline[tokens] & (seen_visible | self.visible_before_newline[tokens])
-        )
-        return stops, seen_visible | self.visible[tokens]
 
 
 # ---------------------------------------------------------------- shared-prefix attention

@@ -1,16 +1,5 @@
-"""SliCK knowledge categories for every question, for a base model and any number of its LoRA adapters.
-
-``label(config)`` loads the model and labels one target; ``label_loaded(loaded, config, targets)`` labels several
-targets (the base model and/or adapters of it) in one pass over the questions, so an epoch sweep is labelled
-without reloading the 8B base model. Each target gets its own label folder (``responses.parquet``,
-``labels.parquet``, manifest); raw generations go to a response store (``OUT/store`` unless ``store`` names a
-shared one) from which an interrupted run resumes.
-
-Per question and prompt set (n_prompts, SliCK: 10): one greedy answer and ``n_samples`` answers at
-``temperature`` (SliCK: 16 at 0.5). Categories: HighlyKnown = greedy right under every prompt; MaybeKnown = under
-some; WeaklyKnown = greedy never, a sample sometimes; Unknown = never. "Right" is ``knowpack.text.match_lenient``
-(the study's containment rule, on word boundaries) or ``match_strict``; both are stored.
-"""
+"""The label stage's work: prompts → answers (through a generation backend) → response store → responses.parquet
+and labels.parquet (``stage.py`` holds the config and entry points)."""
 
 from __future__ import annotations
 
@@ -20,7 +9,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,108 +18,27 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from knowpack.errors import InputError
-from knowpack.models import LoadedModel, load_model
-from knowpack.probe.engine import Decoding, Job, PrefixEngine
+from knowpack.kg.folder import questions_file
+from knowpack.models import LoadedModel
+from knowpack.probe.backends import BACKENDS, Decoding, Job
+from knowpack.probe.folder import CATEGORIES, LABELS_FILE, LABELS_SCHEMA, RESPONSES_FILE, RESPONSES_SCHEMA, LabelFolder
 from knowpack.probe.prompts import FORMAT_VERSION, PromptSet, PromptSettings, pool_fingerprint
+from knowpack.probe.stage import LabelConfig, LabelTarget, Questions, read_probe_questions
 from knowpack.probe.store import ResponseStore, item_key
-from knowpack.runfolder import NOT_RESULT, atomic_path, open_run, read_parquet, sha256_file, write_parquet
-from knowpack.text import extract_answer, match_lenient, match_strict, normalized_aliases
+from knowpack.runfolder import MANIFEST, atomic_path, open_run, read_manifest, sha256_file, write_parquet
+from knowpack.text import extract_answer, match_lenient, match_strict
 
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
-RESPONSES_SCHEMA = pa.schema(
-    [
-        ("question_id", pa.string()),
-        ("prompt_id", pa.int16()),
-        ("sample_id", pa.int16()),
-        ("answer", pa.string()),
-        ("correct_lenient", pa.bool_()),
-        ("correct_strict", pa.bool_()),
-    ]
-)
-LABELS_SCHEMA = pa.schema(
-    [
-        ("question_id", pa.string()),
-        ("p_greedy", pa.float64()),
-        ("p_sample", pa.float64()),
-        ("p_greedy_strict", pa.float64()),
-        ("p_sample_strict", pa.float64()),
-        ("category", pa.string()),
-        ("category_strict", pa.string()),
-    ]
-)
 ENCODE_ROWS = 4096  # questions rendered and tokenised at a time (bounds memory for large question sets)
 # responses.parquet row groups hold this many rows whatever the store's chunking, so a resumed run writes the
 # same bytes as an uninterrupted one
 RESPONSES_ROW_GROUP = 65_536
 
 
-@dataclass
-class LabelConfig:
-    """Settings of a labelling run. Adapter and questions enter the run key through their fingerprints (adapter
-    file sha256, questions file sha256), not their paths; the model through its spec and weights fingerprint."""
-
-    model: str = "smollm2-135m"
-    questions: Path = field(default=Path("questions.parquet"), metadata=NOT_RESULT)
-    out: Path = field(default=Path("labels"), metadata=NOT_RESULT)
-    adapter: Path | None = field(default=None, metadata=NOT_RESULT)
-    n_prompts: int = 10
-    shots: int = 4
-    exemplars: str = "pool"  # "pool" (the study) or "same-relation" (SliCK)
-    exemplar_seed: int = 0
-    n_samples: int = 16
-    temperature: float = 0.5
-    sample_seed: int = 0
-    chat: bool | None = None  # None: the model's default (its chat template when it has one)
-    max_new_tokens: int = 24
-    stop_at_newline: bool = True
-    dtype: str | None = None
-    device: str | None = field(default=None, metadata=NOT_RESULT)
-    trust_remote_code: bool = field(default=False, metadata=NOT_RESULT)
-    batch_size: int = field(default=64, metadata=NOT_RESULT)
-    # generations buffered before a store chunk is written: what a crash can lose, and what memory holds
-    chunk_rows: int = field(default=20_000, metadata=NOT_RESULT)
-    store: Path | None = field(default=None, metadata=NOT_RESULT)
-    overwrite: bool = field(default=False, metadata=NOT_RESULT)
-    progress: bool = field(default=True, metadata=NOT_RESULT)
-
-    def decoding(self) -> Decoding:
-        return Decoding(self.max_new_tokens, self.n_samples, self.temperature, self.stop_at_newline)
-
-
-@dataclass(frozen=True)
-class LabelTarget:
-    """One thing to label with the loaded base model: the base itself (adapter None) or a LoRA adapter folder."""
-
-    out: Path
-    adapter: Path | None = None
-
-
-@dataclass
-class Questions:
-    ids: list[str]
-    questions: list[str]
-    aliases: list[list[str]]
-    relations: list[str] | None
-    answers: list[str] | None
-
-
-def label(config: LabelConfig) -> Path:
-    """Label the questions with ``config.model`` (and ``config.adapter``); returns the label folder."""
-    read_questions(Path(config.questions), need_relations=config.exemplars == "same-relation")  # fail before a load
-    loaded = load_model(config.model, device=config.device, dtype=config.dtype,
-                        trust_remote_code=config.trust_remote_code)
-    return label_loaded(loaded, config, [LabelTarget(Path(config.out), config.adapter)])[0]
-
-
-def label_loaded(loaded: LoadedModel, config: LabelConfig, targets: Sequence[LabelTarget]) -> list[Path]:
-    """Label several targets of one loaded base model in one pass; returns their label folders (in order).
-
-    ``config.model``, ``config.adapter`` and ``config.out`` are ignored here: the model is ``loaded`` and each
-    target names its adapter and folder. Complete folders are skipped; incomplete ones resume from the store.
-    """
+def label_targets(loaded: LoadedModel, config: LabelConfig, targets: Sequence[LabelTarget]) -> list[LabelFolder]:
+    """Label every target not yet complete in one pass over the questions (see ``stage.run_loaded``)."""
     if len({Path(t.out).resolve() for t in targets}) != len(targets):
         raise InputError("label targets: two targets write the same folder")
-    questions = read_questions(Path(config.questions), need_relations=config.exemplars == "same-relation")
+    questions = read_probe_questions(config.questions, config.exemplars)
     chat = loaded.chat if config.chat is None else config.chat
     if chat and loaded.tokenizer.chat_template is None:
         raise InputError(f"{loaded.spec}: has no chat template; label it with chat off (--no-chat)")
@@ -143,7 +51,7 @@ def label_loaded(loaded: LoadedModel, config: LabelConfig, targets: Sequence[Lab
     pending: list[_Pending] = []
     for index, target in enumerate(targets):
         adapter_fp = None
-        inputs = {"questions": Path(config.questions)}
+        inputs = {"questions": questions_file(config.questions)}
         if target.adapter is not None:
             adapter_fp = check_adapter(Path(target.adapter), loaded)
             inputs["adapter_weights"] = Path(target.adapter) / "adapter_model.safetensors"
@@ -154,6 +62,7 @@ def label_loaded(loaded: LoadedModel, config: LabelConfig, targets: Sequence[Lab
             "prompts": settings.fingerprint(),
             "decoding": dataclasses.asdict(decoding),
             "sample_seed": config.sample_seed,
+            "backend": config.backend,
         }
         resolved = dataclasses.replace(config, model=loaded.spec, adapter=target.adapter, out=Path(target.out),
                                        chat=chat)
@@ -163,7 +72,7 @@ def label_loaded(loaded: LoadedModel, config: LabelConfig, targets: Sequence[Lab
                                   "prompt_format": FORMAT_VERSION})
         if run.complete:
             continue
-        run.note(model=loaded.spec, adapter=str(target.adapter) if target.adapter else None)
+        run.note(model=loaded.spec, adapter=run.stored(target.adapter) if target.adapter else None)
         store = ResponseStore(Path(config.store) if config.store else Path(target.out) / "store", scope,
                               chunk_rows=config.chunk_rows)
         pending.append(_Pending(run, store, f"knowpack_{index}" if target.adapter else None, target.adapter))
@@ -172,43 +81,10 @@ def label_loaded(loaded: LoadedModel, config: LabelConfig, targets: Sequence[Lab
         expected = _generate(loaded, config, prompts, questions, decoding, pending)
         for item in pending:
             _write_outputs(item, loaded.tokenizer, questions, expected, config.n_prompts, decoding.n_samples)
-    return [Path(t.out) for t in targets]
+    return [LabelFolder(t.out) for t in targets]
 
 
 # ---------------------------------------------------------------- questions and adapters
-
-
-def read_questions(path: Path, need_relations: bool) -> Questions:
-    """Read and check the questions file (kg stage's ``questions.parquet`` contract)."""
-    required = ["id", "question", "aliases"] + (["relation", "answer"] if need_relations else [])
-    table = read_parquet(path)
-    missing = [c for c in required if c not in table.column_names]
-    if missing:
-        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
-    if table.num_rows == 0:
-        raise InputError(f"{path}: holds no questions")
-    cols = table.select(required).to_pydict()
-    ids = [str(i) if i is not None else "" for i in cols["id"]]
-    seen: set[str] = set()
-    for row, qid in enumerate(ids):
-        if not qid:
-            raise InputError(f"{path}: row {row} has an empty id")
-        if qid in seen:
-            raise InputError(f"{path}: question id {qid!r} occurs more than once")
-        seen.add(qid)
-        if not (cols["question"][row] or "").strip():
-            raise InputError(f"{path}: question {qid!r} has empty question text")
-        if not normalized_aliases(cols["aliases"][row] or []):
-            raise InputError(f"{path}: question {qid!r} has no non-empty answer alias")
-        if need_relations and not (cols["answer"][row] or "").strip():
-            raise InputError(f"{path}: question {qid!r} has an empty answer")
-    return Questions(
-        ids,
-        list(cols["question"]),
-        [list(a) for a in cols["aliases"]],
-        [str(r) for r in cols["relation"]] if need_relations else None,
-        list(cols["answer"]) if need_relations else None,
-    )
 
 
 def check_adapter(folder: Path, loaded: LoadedModel) -> str:
@@ -230,9 +106,9 @@ def check_adapter(folder: Path, loaded: LoadedModel) -> str:
         raise InputError(f"{config_path}: not valid JSON ({err})") from err
     if adapter_config.get("peft_type", "LORA") != "LORA":
         raise InputError(f"{folder}: a {adapter_config.get('peft_type')} adapter; only LoRA adapters are supported")
-    run_manifest = folder.parent.parent / "manifest.json"  # a training run's epochs/epoch_NN/ folder
-    if run_manifest.is_file():
-        trained_on = json.loads(run_manifest.read_text()).get("extra_key", {}).get("model")
+    run_folder = folder.parent.parent  # a training run's epochs/epoch_NN/ folder
+    if (run_folder / MANIFEST).is_file():
+        trained_on = read_manifest(run_folder).get("extra_key", {}).get("model")
         if trained_on and trained_on != loaded.fingerprint:
             raise InputError(f"{folder}: trained on model {trained_on}, but the loaded model is {loaded.fingerprint}")
     base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
@@ -327,7 +203,7 @@ def _generate(loaded: LoadedModel, config: LabelConfig, prompts: PromptSet, ques
     bar = tqdm(total=todo, unit="prompt", desc="label", disable=not config.progress, dynamic_ncols=True)
     try:
         with attached_adapters(loaded.model, adapters) as model:
-            engine = PrefixEngine(model, tokenizer, decoding, batch_size=config.batch_size)
+            engine = BACKENDS[config.backend].make(model, tokenizer, decoding, config.batch_size)
             for prompt_id in range(config.n_prompts):
                 for start in range(0, n_rows, ENCODE_ROWS):
                     chunk = order[start:start + ENCODE_ROWS]
@@ -418,7 +294,7 @@ def _write_outputs(item: _Pending, tokenizer, questions: Questions, expected: np
     sampled = {mode: np.zeros(n_rows, dtype=np.int64) for mode in ("lenient", "strict")}
     counts = np.zeros((n_rows, n_prompts), dtype=np.int64)
     run = item.run
-    with atomic_path(run.file("responses.parquet")) as tmp:
+    with atomic_path(run.file(RESPONSES_FILE)) as tmp:
         with _FixedRowGroupWriter(tmp, RESPONSES_SCHEMA, RESPONSES_ROW_GROUP) as writer:
             for chunk_index, table in enumerate(item.store.iter_tables()):
                 cols = table.to_pydict()
@@ -461,6 +337,6 @@ def _write_outputs(item: _Pending, tokenizer, questions: Questions, expected: np
         "category": _category(greedy["lenient"], sampled["lenient"]),
         "category_strict": _category(greedy["strict"], sampled["strict"]),
     }
-    write_parquet(run.file("labels.parquet"), pa.Table.from_pydict(labels, schema=LABELS_SCHEMA))
+    write_parquet(run.file(LABELS_FILE), pa.Table.from_pydict(labels, schema=LABELS_SCHEMA))
     counts_by_category = {c: labels["category"].count(c) for c in CATEGORIES}
-    run.finish(["responses.parquet", "labels.parquet"], categories=counts_by_category, store=str(item.store.dir))
+    run.finish([RESPONSES_FILE, LABELS_FILE], categories=counts_by_category, store=run.stored(item.store.dir))

@@ -60,11 +60,8 @@ class ResponseStore:
         self._buffer: dict[str, list] = {name: [] for name in STORE_SCHEMA.names}
         self._last_flush = time.monotonic()
         scope_path = self.dir / SCOPE_FILE
-        if scope_path.is_file():
-            if json.loads(scope_path.read_text()) != self.scope:
-                raise InputError(f"{scope_path}: holds another scope under the same hash; remove this folder")
-        else:
-            write_json(scope_path, self.scope)
+        if scope_path.is_file() and json.loads(scope_path.read_text()) != self.scope:
+            raise InputError(f"{scope_path}: holds another scope under the same hash; remove this folder")
 
     def chunks(self) -> list[Path]:
         return sorted(self.dir.glob("chunk-*.parquet"))
@@ -107,6 +104,8 @@ class ResponseStore:
         self._last_flush = time.monotonic()
         if not self._buffer["question_id"]:
             return
+        if not (self.dir / SCOPE_FILE).is_file():  # written with the first chunk: an unused store holds no file
+            write_json(self.dir / SCOPE_FILE, self.scope)
         table = pa.Table.from_pydict(self._buffer, schema=STORE_SCHEMA)
         name = f"chunk-{time.time_ns():020d}-{os.getpid()}.parquet"
         write_parquet(self.dir / name, table)

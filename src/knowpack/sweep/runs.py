@@ -7,7 +7,6 @@ memory: a run is done only when both its training folder and its ``eval/`` folde
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from dataclasses import dataclass
@@ -17,24 +16,14 @@ from typing import Any
 import pyarrow as pa
 
 from knowpack.errors import KnowpackError
-from knowpack.runfolder import MANIFEST, write_bytes, write_parquet
-from knowpack.sweep.spec import RunSpec
+from knowpack.evaluate.folder import EVAL_DIR
+from knowpack.runfolder import is_complete, read_manifest, write_bytes, write_parquet
+from knowpack.sweep.spec import RunSpec, SweepSpec, grid_parameters
+from knowpack.train.folder import EPOCHS_DIR
 
 # Status of a run in sweep.parquet.
 DONE, TRAINED, PARTIAL, PENDING, FAILED = "done", "trained", "partial", "pending", "failed"
-PARAMETER_TYPES = {
-    "unknown": pa.int64(),
-    "mixture": pa.string(),
-    "rank": pa.int64(),
-    "alpha": pa.float64(),
-    "rslora": pa.bool_(),
-    "dropout": pa.float64(),
-    "targets": pa.string(),
-    "loss_on": pa.string(),
-    "lr": pa.float64(),
-    "epochs": pa.int64(),
-    "seed": pa.int64(),
-}
+ARROW_TYPES = {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string()}
 STATUS_FIELDS = [
     pa.field("status", pa.string()),
     pa.field("epochs_done", pa.int64()),
@@ -47,15 +36,28 @@ STATUS_FIELDS = [
 
 @dataclass(frozen=True)
 class SweepJob:
-    """What every worker needs to do runs: the model to load and where data and outputs live (picklable)."""
+    """What every worker needs to do runs: the sweep, the model to load, where data and outputs live (picklable)."""
 
     out: Path
-    model: str
+    spec: SweepSpec
     questions: Path
     labels: Path
-    device: str | None = None
-    dtype: str | None = None
-    trust_remote_code: bool = False
+
+    @property
+    def model(self) -> str:
+        return self.spec.model
+
+    @property
+    def device(self) -> str | None:
+        return self.spec.device
+
+    @property
+    def dtype(self) -> str | None:
+        return self.spec.dtype
+
+    @property
+    def trust_remote_code(self) -> bool:
+        return self.spec.trust_remote_code
 
     def run_dir(self, run: RunSpec) -> Path:
         return self.out / "runs" / run.run_id
@@ -99,25 +101,14 @@ def execute_run(loaded, job: SweepJob, run: RunSpec) -> RunResult:
     Any failure is caught and returned, so one bad run does not stop a sweep of many; its traceback goes to
     ``SWEEP_DIR/logs/<run_id>.log``.
     """
-    from knowpack.evaluate import EvaluateConfig, evaluate_loaded
-    from knowpack.train import TrainConfig, train_loaded
+    from knowpack.evaluate import stage as evaluate
+    from knowpack.train import stage as train
 
     started = time.monotonic()
     run_dir = job.run_dir(run)
     try:
-        train_config = TrainConfig(
-            labels=job.labels,
-            questions=job.questions,
-            out=run_dir,
-            model=job.model,
-            device=job.device,
-            dtype=job.dtype,
-            extra=tuple(run.extra),
-            **{k: v for k, v in run.params.items() if k != "mixture"},
-            **run.train,
-        )
-        train_loaded(loaded, train_config)
-        evaluate_loaded(loaded, EvaluateConfig(run=run_dir, **run.evaluate))
+        train.run_loaded(loaded, job.spec.train_config(run, labels=job.labels, questions=job.questions, out=run_dir))
+        evaluate.run_loaded(loaded, job.spec.evaluate_config(run, run_dir))
     except Exception as err:  # noqa: BLE001 - recorded per run; the sweep goes on with the others
         log = job.out / "logs" / f"{run.run_id}.log"
         write_bytes(log, traceback.format_exc().encode())
@@ -130,25 +121,14 @@ def execute_run(loaded, job: SweepJob, run: RunSpec) -> RunResult:
 
 def run_state(run_dir: Path) -> tuple[str, int]:
     """(status, complete epochs) of a run folder as its manifests say."""
-    train = _manifest(run_dir)
-    if train is None:
+    try:
+        train = read_manifest(run_dir)
+    except KnowpackError:
         return PENDING, 0
-    epochs = len([p for p in (run_dir / "epochs").glob("epoch_*") if p.is_dir()])
+    epochs = len([p for p in (run_dir / EPOCHS_DIR).glob("epoch_*") if p.is_dir()])
     if not train.get("complete"):
         return PARTIAL, epochs
-    return (DONE if is_complete(run_dir / "eval") else TRAINED), epochs
-
-
-def is_complete(folder: Path) -> bool:
-    manifest = _manifest(folder)
-    return bool(manifest and manifest.get("complete"))
-
-
-def _manifest(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    return (DONE if is_complete(run_dir / EVAL_DIR) else TRAINED), epochs
 
 
 class SweepIndex:
@@ -160,8 +140,9 @@ class SweepIndex:
         self.runs = runs
         self.results: dict[str, RunResult] = dict(previous or {})
         params = list(runs[0].params) if runs else ["unknown", "mixture"]
+        kinds = {**grid_parameters(), "mixture": str}
         self.schema = pa.schema(
-            [pa.field("run_id", pa.string())] + [pa.field(p, PARAMETER_TYPES[p]) for p in params] + STATUS_FIELDS
+            [pa.field("run_id", pa.string())] + [pa.field(p, ARROW_TYPES[kinds[p]]) for p in params] + STATUS_FIELDS
         )
 
     def record(self, result: RunResult) -> None:
@@ -182,7 +163,7 @@ class SweepIndex:
                     "status": FAILED if failed else status,
                     "epochs_done": epochs,
                     "run_dir": str(run_dir.relative_to(self.job.out)),
-                    "eval_dir": str((run_dir / "eval").relative_to(self.job.out)),
+                    "eval_dir": str((run_dir / EVAL_DIR).relative_to(self.job.out)),
                     "seconds": result.seconds if result else None,
                     "error": result.error if failed else "",
                 }

@@ -1,12 +1,14 @@
-"""sweep.yaml -> a typed ``SweepConfig`` -> the list of runs it stands for, each with a stable id.
+"""sweep.yaml -> a typed ``SweepSpec`` -> the list of runs it stands for, each with a stable id.
 
 A sweep file names the model, the data (existing questions/labels, or how to make them), fixed training and
 evaluation options, and a ``grid``: for each sweepable parameter a value, a list of values or a range. The grid
 expands to the cross product of its values; every run gets an id hashed from everything that shapes its result,
 so the same run keeps its id (and its finished folder) when a grid grows or is reordered.
 
-The YAML is read with ``yaml.safe_load``; any key this module does not know and any value that cannot be a run
-(a negative count, a rank of 0, an unknown loss mask) is a one-line ``InputError`` naming the key.
+The YAML is read with ``yaml.safe_load``. This module checks the envelope (keys, shapes, ranges); the values
+are checked by the stage configs themselves: every run's ``TrainConfig`` and ``EvaluateConfig`` and the data
+stages' configs are built (``SweepSpec.check``) before anything runs, so a value the CLI refuses is refused here
+with the same message, naming the key it came from.
 
 Schema (paths relative to the YAML file; see examples/study_grid.yaml and examples/cpu_grid.yaml)::
 
@@ -25,54 +27,51 @@ Schema (paths relative to the YAML file; see examples/study_grid.yaml and exampl
     grid:                              # each: a value, a list, or a range
       unknown: [1, 10, 50]             # required; range: {start: 10, stop: 50, step: 20}
       mixtures: [none, highly-known:10, paraphrase:1 + highly-known:1]   # or {kinds: [...], ratios: [...], none: true}
-      rank: 1                          # also alpha, rslora, dropout, targets (mlp | attention | all-linear |
-      lr: {start: 1.0e-4, stop: 1.0e-2, num: 3, log: true}              #  names), loss_on (answer | all),
-      epochs: 10                       #  lr, epochs, seed
+      rank: 1                          # any TrainConfig option that shapes results: alpha, rslora, dropout,
+      lr: {start: 1.0e-4, stop: 1.0e-2, num: 3, log: true}              #  targets, loss_on, lr, epochs, seed,
+      epochs: 10                       #  batch_size, schedule, …
       seed: [1, 2, 3]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
-from collections.abc import Callable, Mapping
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from knowpack.config import ConfigError, _parts, field_types
 from knowpack.errors import InputError
 from knowpack.runfolder import stable_hash
-from knowpack.train.mixture import EXTRA_KINDS
+from knowpack.train.stage import EXTRA_KINDS, TARGET_PRESETS, TrainConfig
 
 TOP_LEVEL_KEYS = ("name", "model", "device", "dtype", "trust_remote_code", "data", "train", "evaluate", "grid")
 DATA_KEYS = ("questions", "labels", "make")
 MAKE_KEYS = ("questions", "labels")
-LOSS_MASKS = ("answer", "all")
-TARGET_PRESETS = ("mlp", "attention", "all-linear")
 MIXTURE_RANGE_KEYS = ("kinds", "ratios", "none")
 RANGE_KEYS = ("start", "stop", "step", "num", "log")
-# Keys the sweep fills in itself: setting them in `train:` / `evaluate:` would break the sweep folder layout.
-RESERVED_TRAIN_KEYS = ("labels", "questions", "out", "model", "device", "dtype", "trust_remote_code", "overwrite")
-RESERVED_EVALUATE_KEYS = ("run", "model", "out", "device", "dtype", "trust_remote_code", "overwrite")
+# TrainConfig / EvaluateConfig fields the sweep fills in itself: setting them would break the folder layout.
+SET_BY_SWEEP = {"train": ("labels", "questions", "out", "model", "device", "dtype", "trust_remote_code", "overwrite",
+                          "progress", "extra"),
+                "evaluate": ("run", "model", "out", "device", "dtype", "trust_remote_code", "overwrite", "progress")}
 # Options that name files: resolved against the sweep file's folder like the data paths.
 PATH_OPTIONS = {"train": ("extra_pool",), "evaluate": ("benchmarks_dir",)}
 
 
-# ---------------------------------------------------------------- grid parameters
-
-
-def _int_at_least(minimum: int) -> Callable[[str, Any], int]:
-    def check(key: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"grid.{key}: {value!r} is not a whole number")
-        if value < minimum:
-            raise InputError(f"grid.{key}: {value} must be at least {minimum}")
-        return value
-
-    return check
+def grid_parameters() -> dict[str, Any]:
+    """Grid keys besides ``mixtures``: every TrainConfig field that shapes results (name -> its type), in the
+    config's order but ``seed`` last, so a grid's runs vary the seed fastest."""
+    hints = field_types(TrainConfig)
+    names = [f.name for f in dataclasses.fields(TrainConfig)
+             if f.metadata.get("affects_results", True) and f.name not in SET_BY_SWEEP["train"]]
+    return {name: _parts(hints[name])[0] for name in [*(n for n in names if n != "seed"), "seed"]}
 
 
 def as_number(value: Any) -> float | None:
@@ -87,63 +86,11 @@ def as_number(value: Any) -> float | None:
     return value
 
 
-def _positive_number(key: str, value: Any) -> float:
-    number = as_number(value)
-    if number is None:
-        raise InputError(f"grid.{key}: {value!r} is not a number")
-    if number <= 0:
-        raise InputError(f"grid.{key}: {value} must be greater than 0")
-    return float(number)
-
-
-def _dropout(key: str, value: Any) -> float:
-    number = as_number(value)
-    if number is None or not 0 <= number < 1:
-        raise InputError(f"grid.{key}: {value!r} must be a number in [0, 1)")
-    return float(number)
-
-
-def _flag(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"grid.{key}: {value!r} must be true or false")
-    return value
-
-
-def _loss_mask(key: str, value: Any) -> str:
-    if value not in LOSS_MASKS:
-        raise InputError(f"grid.{key}: {value!r} must be one of {', '.join(LOSS_MASKS)}")
-    return value
-
-
-def _targets(key: str, value: Any) -> str:
-    """One choice of target modules: a preset or module names (a list, or a comma-separated string)."""
-    names = value if isinstance(value, list) else str(value).split(",") if isinstance(value, str) else None
-    if names is None or not names or not all(isinstance(n, str) and re.fullmatch(r"[\w.\-]+", n.strip()) for n in names):
-        raise InputError(f"grid.{key}: {value!r} must be {', '.join(TARGET_PRESETS)} or module names")
-    return ",".join(n.strip() for n in names)
-
-
-# Sweepable parameter -> (check of one value, whether a range {start, stop, ...} makes sense for it).
-GRID_PARAMETERS: dict[str, tuple[Callable[[str, Any], Any], bool]] = {
-    "unknown": (_int_at_least(1), True),
-    "rank": (_int_at_least(1), True),
-    "alpha": (_positive_number, True),
-    "rslora": (_flag, False),
-    "dropout": (_dropout, True),
-    "targets": (_targets, False),
-    "loss_on": (_loss_mask, False),
-    "lr": (_positive_number, True),
-    "epochs": (_int_at_least(1), True),
-    "seed": (_int_at_least(0), True),
-}
-GRID_KEYS = ("unknown", "mixtures", *[k for k in GRID_PARAMETERS if k != "unknown"])
-
-
 # ---------------------------------------------------------------- config
 
 
 @dataclass
-class SweepConfig:
+class SweepSpec:
     """A parsed sweep file. Paths are resolved against the YAML file's folder; ``out`` against the caller's."""
 
     name: str
@@ -164,6 +111,49 @@ class SweepConfig:
     def runs(self) -> list[RunSpec]:
         return expand(self)
 
+    def train_config(self, run: RunSpec, **paths: Any) -> TrainConfig:
+        """The run's TrainConfig (``paths``: labels, questions, out), checked by TrainConfig itself; an error names
+        the grid or train key the value came from."""
+        values = {k: v for k, v in run.params.items() if k != "mixture"}
+        try:
+            return TrainConfig.from_dict({**run.train, **values}, model=self.model, device=self.device,
+                                         dtype=self.dtype, extra=tuple(run.extra), **paths)
+        except ConfigError as err:
+            key = err.name.split(".")[-1]
+            raise err.renamed(f"{'grid' if key in values else 'train'}.{key}") from None
+
+    def evaluate_config(self, run: RunSpec, run_dir: Path):
+        from knowpack.evaluate.stage import EvaluateConfig
+
+        return EvaluateConfig.from_dict(run.evaluate, where="evaluate", run=run_dir, device=self.device,
+                                        dtype=self.dtype)
+
+    def data_configs(self, sweep_dir: Path):
+        """The questions and label stage configs the sweep makes its data with (None when the file gives them)."""
+        from knowpack.kg.stage import QuestionsConfig
+        from knowpack.probe.stage import LabelConfig
+
+        questions = None
+        if self.make_questions is not None:
+            questions = QuestionsConfig.from_dict(self.make_questions, where="data.make.questions",
+                                                  out=sweep_dir / "data" / "questions")
+        labels = None
+        if self.make_labels is not None:
+            labels = LabelConfig.from_dict(self.make_labels, where="data.make.labels", model=self.model,
+                                           questions=self.questions or sweep_dir / "data" / "questions",
+                                           out=sweep_dir / "data" / "labels")
+        return questions, labels
+
+    def check(self) -> None:
+        """Build every stage config of the sweep (data, and each run's train and evaluate) before anything runs, so
+        a bad value stops the sweep at once with the config's own one-line error naming its key."""
+        self.data_configs(Path("sweep"))
+        runs = self.runs()
+        for run in runs:
+            self.train_config(run, labels=Path("labels"), out=Path("run"))
+        if runs:
+            self.evaluate_config(runs[0], Path("run"))  # the same options for every run
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -179,7 +169,7 @@ class RunSpec:
         return mixture_extra(self.params["mixture"])
 
 
-def load_sweep(path: str | Path, out: str | Path | None = None) -> SweepConfig:
+def load_sweep(path: str | Path, out: str | Path | None = None) -> SweepSpec:
     """Read and check a sweep file; ``out`` (default ``runs/<name>``) is where the sweep folder goes."""
     source = Path(path)
     if not source.is_file():
@@ -195,9 +185,11 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> SweepConfig:
     if not isinstance(document, dict):
         raise InputError(f"{source}: a sweep file must be a mapping of keys (name, model, data, grid, ...)")
     try:
-        return parse_sweep(document, base=source.parent, default_name=source.stem, out=out, source=source)
+        spec = parse_sweep(document, base=source.parent, default_name=source.stem, out=out, source=source)
+        spec.check()
     except InputError as err:
         raise InputError(f"{source}: {err}") from err
+    return spec
 
 
 def parse_sweep(
@@ -207,7 +199,7 @@ def parse_sweep(
     default_name: str,
     out: str | Path | None = None,
     source: Path | None = None,
-) -> SweepConfig:
+) -> SweepSpec:
     _refuse_unknown(document, TOP_LEVEL_KEYS, "")
     for required in ("model", "data", "grid"):
         if required not in document:
@@ -248,14 +240,13 @@ def parse_sweep(
         for key in PATH_OPTIONS[section]:
             if options.get(key) is not None:
                 options[key] = str(_path(options[key], base, f"{section}.{key}"))
-    _refuse_reserved(train, RESERVED_TRAIN_KEYS, "train", "the sweep sets it for each run")
-    _refuse_reserved(evaluate, RESERVED_EVALUATE_KEYS, "evaluate", "the sweep sets it for each run")
-    overlap = sorted(set(train) & set(GRID_KEYS) | ({"extra"} & set(train)))
-    if overlap:
-        raise InputError(f"train.{overlap[0]}: a grid parameter; set it under grid (mixtures for extra)")
-
+    for section, options in (("train", train), ("evaluate", evaluate)):
+        _refuse_reserved(options, SET_BY_SWEEP[section], section, "the sweep sets it for each run")
     grid = parse_grid(_mapping(document["grid"], "grid"))
-    return SweepConfig(
+    overlap = sorted(set(train) & set(grid))
+    if overlap:
+        raise InputError(f"train.{overlap[0]}: also a grid parameter; set it in one place")
+    return SweepSpec(
         name=name,
         model=model.strip(),
         out=Path(out) if out is not None else Path("runs") / name,
@@ -274,30 +265,52 @@ def parse_sweep(
 
 
 def parse_grid(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """Each grid key -> its list of checked values (scalars become one-value lists, ranges are expanded)."""
-    _refuse_unknown(grid, GRID_KEYS, "grid.")
+    """Each grid key -> its list of values (scalars become one-value lists, ranges are expanded), each value
+    checked by its TrainConfig field."""
+    parameters = grid_parameters()
+    allowed = ("unknown", "mixtures", *[k for k in parameters if k != "unknown"])
+    _refuse_unknown(grid, allowed, "grid.")
     if "unknown" not in grid:
         raise InputError("grid.unknown: missing (how many Unknown facts each run packs)")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     parsed: dict[str, list[Any]] = {}
-    for key, raw in grid.items():
+    for key in allowed:
+        if key not in grid:
+            continue
+        raw = grid[key]
         if key == "mixtures":
             values = parse_mixtures(raw)
         else:
-            check, rangeable = GRID_PARAMETERS[key]
+            kind = parameters[key]
             if isinstance(raw, Mapping):
-                if not rangeable:
+                if kind not in (int, float):
                     raise InputError(f"grid.{key}: takes a value or a list, not a range")
                 raw = expand_range(raw, key)
             items = raw if isinstance(raw, list) and not (key == "targets" and _is_name_list(raw)) else [raw]
-            values = [check(key, item) for item in items]
+            values = [_grid_value(fields[key], kind, item) for item in items]
         if not values:
             raise InputError(f"grid.{key}: empty list")
-        duplicates = sorted({str(v) for v in values if values.count(v) > 1})
-        if duplicates:
-            raise InputError(f"grid.{key}: {duplicates[0]} is listed twice")
+        seen: set[str] = set()
+        for value in values:  # a set: a long seed range must not take quadratic time
+            text = str(value)
+            if text in seen:
+                raise InputError(f"grid.{key}: {text} is listed twice")
+            seen.add(text)
         parsed[key] = values
     parsed.setdefault("mixtures", ["none"])
     return parsed
+
+
+def _grid_value(field: dataclasses.Field, kind: Any, value: Any) -> Any:
+    """One grid value converted and checked by its TrainConfig field (targets lists become module names)."""
+    from knowpack.config import check_value
+
+    if field.name == "targets" and isinstance(value, list):
+        value = ",".join(str(v).strip() for v in value)
+    try:
+        return check_value(field, field_types(TrainConfig)[field.name], value)
+    except ConfigError as err:
+        raise err.renamed(f"grid.{field.name}") from None
 
 
 def _is_name_list(values: list[Any]) -> bool:
@@ -414,9 +427,9 @@ def mixture_label(mixture: str) -> str:
 # ---------------------------------------------------------------- expansion
 
 
-def expand(config: SweepConfig) -> list[RunSpec]:
-    """The grid's cross product in a fixed order (grid keys in GRID_KEYS order, values as listed)."""
-    keys = [k for k in GRID_KEYS if k in config.grid]
+def expand(config: SweepSpec) -> list[RunSpec]:
+    """The grid's cross product in a fixed order (grid keys as :func:`parse_grid` orders them, values as listed)."""
+    keys = list(config.grid)
     runs = []
     for values in itertools.product(*(config.grid[k] for k in keys)):
         params = {("mixture" if k == "mixtures" else k): v for k, v in zip(keys, values)}
@@ -426,7 +439,7 @@ def expand(config: SweepConfig) -> list[RunSpec]:
     return runs
 
 
-def run_id(config: SweepConfig, params: Mapping[str, Any]) -> str:
+def run_id(config: SweepSpec, params: Mapping[str, Any]) -> str:
     """A readable prefix (facts, mixture, seed) and a hash of everything that shapes the run's result."""
     digest = stable_hash(
         {"model": config.model, "params": dict(params), "train": config.train, "evaluate": config.evaluate}, 10

@@ -1,5 +1,2 @@
-"""Packing runs: seeded fact mixtures and LoRA training, many runs per loaded base model (docs/architecture.md)."""
-
-from knowpack.train.lora import TrainConfig, train, train_loaded
-
-__all__ = ["TrainConfig", "train", "train_loaded"]
+"""The train stage (``stage.py``): seeded fact mixtures (``mixture.py``), row packing (``packing.py``) and the LoRA
+training loop (``loop.py``), many runs per loaded base model; runs are read through ``folder.TrainRun``."""

@@ -12,28 +12,20 @@ folder supplies the shortfall: a run never silently trains on less than it was a
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from knowpack.errors import InputError
-from knowpack.runfolder import MANIFEST, read_parquet
-
-LABELS_FILE = "labels.parquet"
-LABELS_SCHEMA = pa.schema([("question_id", pa.string()), ("category", pa.string())])
-QUESTIONS_SCHEMA = pa.schema(
-    [("id", pa.string()), ("question", pa.string()), ("answer", pa.string()), ("paraphrases", pa.list_(pa.string()))]
-)
+from knowpack.kg.folder import questions_file, read_questions
+from knowpack.probe.folder import LabelFolder
+from knowpack.train.stage import CATEGORY_OF_KIND, PARAPHRASE, TrainConfig, parse_extra
 
 UNKNOWN = "Unknown"
-CATEGORY_OF_KIND = {"highly-known": "HighlyKnown", "maybe-known": "MaybeKnown", "weakly-known": "WeaklyKnown"}
-PARAPHRASE = "paraphrase"
-EXTRA_KINDS = (*CATEGORY_OF_KIND, PARAPHRASE)
+QUESTION_COLUMNS = ["id", "question", "answer", "paraphrases"]
 
 
 @dataclass(frozen=True)
@@ -46,39 +38,18 @@ class Fact:
     answer: str
 
 
-def parse_extra(text: str) -> tuple[str, int]:
-    """``"highly-known:10"`` -> ``("highly-known", 10)``; one-line error for anything else."""
-    kind, sep, count = text.partition(":")
-    if not sep or kind not in EXTRA_KINDS or not count.strip().isdigit():
-        raise InputError(f"--extra {text!r}: expected KIND:K with KIND one of {', '.join(EXTRA_KINDS)} and K >= 0")
-    return kind, int(count)
-
-
 def questions_of(labels_dir: Path, questions: Path | None = None) -> Path:
-    """The questions file of a label folder: ``questions`` when given, else the one its manifest names."""
-    if questions is not None:
-        return Path(questions)
-    manifest_path = Path(labels_dir) / MANIFEST
-    if not manifest_path.is_file():
-        raise InputError(f"{labels_dir}: not a label folder (no {MANIFEST}); run `knowpack probe` first")
-    inputs = json.loads(manifest_path.read_text()).get("inputs", {})
-    named = inputs.get("questions") or next(
-        (entry for entry in inputs.values() if Path(entry.get("path", "")).name == "questions.parquet"), None
-    )
-    if not named:
-        raise InputError(f"{labels_dir}: its manifest names no questions file; pass --questions")
-    return Path(named["path"])
+    """The questions file of a label folder: ``questions`` when given, else the one the labels were made from."""
+    return questions_file(questions) if questions is not None else LabelFolder(labels_dir).questions_path
 
 
 def load_pool(labels_dir: Path, questions: Path | None = None) -> pd.DataFrame:
     """Labels joined with their questions: question_id, category, question, answer, paraphrases (sorted by id)."""
-    labels_dir = Path(labels_dir)
-    if not labels_dir.is_dir():
-        raise InputError(f"{labels_dir}: label folder not found")
-    labels = read_parquet(labels_dir / LABELS_FILE, LABELS_SCHEMA).to_pandas()
-    questions_path = questions_of(labels_dir, questions)
-    table = read_parquet(questions_path, QUESTIONS_SCHEMA).to_pandas()
-    empty = table[table["answer"].fillna("").str.strip() == ""]
+    folder = LabelFolder(labels_dir)
+    labels = folder.labels(["question_id", "category"])
+    questions_path = questions_file(questions) if questions is not None else folder.questions_path
+    table = read_questions(questions_path, required=tuple(QUESTION_COLUMNS)).select(QUESTION_COLUMNS).to_pandas()
+    empty = table[table["answer"].str.strip() == ""]
     if len(empty):  # a run must never train on an empty target
         raise InputError(f"{questions_path}: question {empty['id'].iloc[0]!r} has an empty answer")
     joined = labels.merge(table.rename(columns={"id": "question_id"}), on="question_id", how="inner")
@@ -162,3 +133,15 @@ def _paraphrases(chosen: pd.DataFrame, per_fact: int, seed: int, allow_repeat: b
         order = np.resize(rng.permutation(len(options)), per_fact)
         facts += [Fact(PARAPHRASE, row.question_id, options[i], row.answer) for i in order]
     return facts
+
+
+def draw_facts(config: TrainConfig) -> list[Fact]:
+    """The run's facts: seeded Unknown facts of the label folder plus the requested extras."""
+    return sample_facts(
+        load_pool(config.labels, questions_of(config.labels, config.questions)),
+        config.unknown,
+        [parse_extra(spec) for spec in config.extra],
+        config.seed,
+        allow_repeat=config.allow_repeat,
+        extra_pool=load_pool(config.extra_pool) if config.extra_pool is not None else None,
+    )

@@ -13,11 +13,23 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from knowpack.config import Config, option
 from knowpack.errors import KnowpackError
+from knowpack.sweep.executors import register
 from knowpack.sweep.runs import FAILED, RunResult, SweepJob, execute_run, release_base_models
 from knowpack.sweep.spec import RunSpec
+
+
+@dataclass
+class RayOptions(Config):
+    address: str | None = option(None, help="Ray cluster address (e.g. auto or ray://head:10001); default: start "
+                                 "a local one", affects_results=False)
+    workers: int | None = option(None, help="Ray actors (default: one per GPU, else one per --cpus-per-worker CPUs)",
+                                 minimum=1, affects_results=False)
+    cpus_per_worker: int = option(1, help="CPUs per Ray actor without GPUs", minimum=1, affects_results=False)
 
 
 class SweepWorker:
@@ -42,6 +54,7 @@ class SweepWorker:
         return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.loaded.device)}
 
 
+@register
 class RayExecutor:
     """Spreads runs over a Ray cluster: the local machine (started here) or an existing one at ``address``.
 
@@ -50,15 +63,14 @@ class RayExecutor:
     """
 
     name = "ray"
+    help = "one actor per GPU (or CPU slot) of a Ray cluster, each holding the base model"
+    Options = RayOptions
 
-    def __init__(self, address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1):
-        if workers is not None and workers < 1:
-            raise KnowpackError(f"--workers: {workers} must be at least 1")
-        if cpus_per_worker < 1:
-            raise KnowpackError(f"cpus per worker: {cpus_per_worker} must be at least 1")
-        self.address = address
-        self.workers = workers
-        self.cpus_per_worker = cpus_per_worker
+    def __init__(self, options: RayOptions | None = None):
+        options = options or RayOptions()
+        self.address = options.address
+        self.workers = options.workers
+        self.cpus_per_worker = options.cpus_per_worker
         self.placements: list[dict[str, Any]] = []
 
     def run(self, job: SweepJob, runs: list[RunSpec], record: Callable[[RunResult], None]) -> None:

@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from knowpack.errors import InputError
-from knowpack.kg.paraphrase import ParaphraseConfig, accept_paraphrases, clean_generation, load_questions, paraphrase_questions
+from knowpack.paraphrase.stage import ParaphraseConfig, accept_paraphrases, clean_generation, load_questions
+from knowpack.paraphrase.stage import run as paraphrase_questions
 from knowpack.text import match_lenient, normalize
 
 
@@ -55,13 +56,13 @@ def test_paraphrase_run_with_a_tiny_model(tmp_path, tiny_model_dir):
         {"question": "What is the capital of France?", "answer": "Paris"},
         {"question": "Who wrote Hamlet?", "answer": "William Shakespeare"},
     ]))
-    config = ParaphraseConfig(questions=str(source), out=str(tmp_path / "p"), model=str(tiny_model_dir), k=3,
+    config = ParaphraseConfig(questions=source, out=tmp_path / "p", model=str(tiny_model_dir), k=3,
                               rounds=2, samples_per_round=4, max_new_tokens=8, progress=False)
-    folder = paraphrase_questions(config)
+    folder = paraphrase_questions(config).path
     rows = pq.read_table(folder / "questions.parquet").to_pylist()
     for row in rows:
         folded = [normalize(p) for p in row["paraphrases"]]
         assert len(folded) == len(set(folded)) <= 3 and normalize(row["question"]) not in folded
         assert not any(match_lenient(p, row["aliases"]) for p in row["paraphrases"])
     assert json.loads((folder / "manifest.json").read_text())["complete"]
-    assert paraphrase_questions(config) == folder  # finished work is not redone
+    assert paraphrase_questions(config).path == folder  # finished work is not redone

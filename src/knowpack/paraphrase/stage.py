@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-from tqdm.auto import tqdm
 
+from knowpack.cli import Command
+from knowpack.config import (Config, device_option, model_option, option, out_option, overwrite_option,
+                             progress_option, trust_remote_code_option)
 from knowpack.errors import InputError
-from knowpack.kg.schema import QUESTIONS_SCHEMA
-from knowpack.runfolder import NOT_RESULT, open_run, read_parquet, write_parquet
+from knowpack.kg.folder import QUESTIONS_FILE, QUESTIONS_SCHEMA, ParaphrasedSet, questions_file, read_questions
+from knowpack.runfolder import open_run, write_parquet
 from knowpack.text import match_lenient, normalize
 
 DEFAULT_PROMPT = (
@@ -30,31 +32,29 @@ _NUMBERING = re.compile(r"^\s*(?:(?:\d+[.)]|[-*•]|(?:rewritten |new |rephrased
 
 
 @dataclass
-class ParaphraseConfig:
-    """``questions``: a questions.parquet, a run folder holding one, a .jsonl ({"question", "answer"?}) or .txt."""
+class ParaphraseConfig(Config):
+    questions: Path = option(help="questions.parquet, a question set folder, a .jsonl ({question, answer?}) or a "
+                             ".txt (one question per line)", metavar="QUESTIONS", affects_results=False)
+    out: Path = out_option()
+    model: str = model_option()
+    k: int = option(5, help="paraphrases per question", flag="-k", minimum=1)
+    rounds: int = option(3, help="sampling rounds before giving up on k", minimum=1)
+    samples_per_round: int = option(8, help="samples drawn per round", minimum=1)
+    temperature: float = option(1.0, help="sampling temperature", above=0)
+    top_p: float = option(0.95, help="nucleus sampling mass", above=0, maximum=1)
+    max_new_tokens: int = option(48, help="tokens per paraphrase at most", minimum=1)
+    prompt: str = option(DEFAULT_PROMPT, help="rephrase prompt with {question}")
+    seed: int = option(0, help="seeds the sampling (with each question's row)")
+    keep_existing: bool = option(True, help="keep the template paraphrases and add to them (--no-keep-existing: "
+                                 "replace them)")
+    device: str | None = device_option()
+    trust_remote_code: bool = trust_remote_code_option()
+    overwrite: bool = overwrite_option()
+    progress: bool = progress_option()
 
-    questions: str
-    out: str
-    model: str = "smollm2-135m"
-    k: int = 5
-    rounds: int = 3
-    samples_per_round: int = 8
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_new_tokens: int = 48
-    prompt: str = DEFAULT_PROMPT
-    seed: int = 0
-    keep_existing: bool = True
-    device: str | None = field(default=None, metadata=NOT_RESULT)
-    trust_remote_code: bool = field(default=False, metadata=NOT_RESULT)
-    overwrite: bool = field(default=False, metadata=NOT_RESULT)
-    progress: bool = field(default=True, metadata=NOT_RESULT)
-
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if "{question}" not in self.prompt:
             raise InputError("--prompt must contain {question}")
-        if self.k < 1 or self.rounds < 1 or self.samples_per_round < 1:
-            raise InputError("-k, --rounds and --samples-per-round must be ≥ 1")
 
 
 def clean_generation(text: str) -> str:
@@ -87,13 +87,8 @@ def accept_paraphrases(candidates: Iterable[str], question: str, aliases: list[s
 def load_questions(path: str | Path) -> pa.Table:
     """Any question source as a table with QUESTIONS_SCHEMA's columns (missing ones filled with neutral values)."""
     source = Path(path)
-    if source.is_dir():
-        source = source / "questions.parquet"
-    if source.suffix == ".parquet":
-        table = read_parquet(source)
-        if "question" not in table.column_names:
-            raise InputError(f"{source}: no 'question' column")
-        rows = table.to_pylist()
+    if source.is_dir() or source.suffix == ".parquet":
+        rows = read_questions(source, required=("question",)).to_pylist()
     elif source.suffix in (".jsonl", ".txt"):
         if not source.is_file():
             raise InputError(f"{source}: file not found")
@@ -138,21 +133,32 @@ def _prompt_ids(loaded, config: ParaphraseConfig, question: str):
     return loaded.tokenizer(text + "\n", return_tensors="pt")
 
 
-def paraphrase_questions(config: ParaphraseConfig) -> Path:
-    """Write ``questions.parquet`` with ``paraphrases`` extended by model paraphrases into ``config.out``."""
-    import torch
-
+def run(config: ParaphraseConfig) -> ParaphrasedSet:
+    """Load the model (unless the folder is already complete) and run :func:`run_loaded`."""
     from knowpack.models import load_model, resolve_model
 
-    table = load_questions(config.questions)
-    source = Path(config.questions)
-    source_file = source / "questions.parquet" if source.is_dir() else source
+    load_questions(config.questions)  # a bad file fails before a model loads
     _, fingerprint, _ = resolve_model(config.model, trust_remote_code=config.trust_remote_code)
-    run = open_run(config.out, "paraphrase", config, {"questions": source_file}, extra_key={"model": fingerprint},
-                   overwrite=config.overwrite)
+    if _open(config, fingerprint).complete:
+        return ParaphrasedSet(config.out)
+    return run_loaded(load_model(config.model, device=config.device, trust_remote_code=config.trust_remote_code),
+                      config)
+
+
+def _open(config: ParaphraseConfig, fingerprint: str):
+    return open_run(config.out, "paraphrase", config, {"questions": questions_file(config.questions)},
+                    extra_key={"model": fingerprint}, overwrite=config.overwrite)
+
+
+def run_loaded(loaded, config: ParaphraseConfig) -> ParaphrasedSet:
+    """Write ``questions.parquet`` with ``paraphrases`` extended by ``loaded``'s paraphrases into ``config.out``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    table = load_questions(config.questions)
+    run = _open(config, loaded.fingerprint)
     if run.complete:
-        return run.path
-    loaded = load_model(config.model, device=config.device, trust_remote_code=config.trust_remote_code)
+        return ParaphrasedSet(run.path)
     tokenizer = loaded.tokenizer
     rows = table.to_pylist()
     produced = 0
@@ -175,6 +181,15 @@ def paraphrase_questions(config: ParaphraseConfig) -> Path:
                 break
         row["paraphrases"] = existing + new
         produced += len(new)
-    write_parquet(run.file("questions.parquet"), pa.Table.from_pylist(rows, schema=QUESTIONS_SCHEMA))
-    run.finish(["questions.parquet"], paraphrases_added=produced, questions=len(rows))
-    return run.path
+    write_parquet(run.file(QUESTIONS_FILE), pa.Table.from_pylist(rows, schema=QUESTIONS_SCHEMA))
+    run.finish([QUESTIONS_FILE], paraphrases_added=produced, questions=len(rows))
+    return ParaphrasedSet(run.path)
+
+
+def main(config: ParaphraseConfig) -> None:
+    folder = run(config)
+    print(f"wrote {folder.file(QUESTIONS_FILE)}")
+
+
+COMMANDS = [Command("paraphrase", ParaphraseConfig, main, help="add k model-written paraphrases to each question",
+                    description="Sample paraphrases with a model; keep new, answer-free ones.")]

@@ -1,4 +1,4 @@
-"""LoRA packing runs: a fresh adapter on a shared base model, trained epoch by epoch with crash-safe resume.
+"""The train stage's work — LoRA packing runs: a fresh adapter on a shared base model, trained epoch by epoch with crash-safe resume.
 
 Why it is built this way:
 - *Many runs, one base model.* The study reloaded the 8B model for each of its 72 runs. Here a run injects a new
@@ -37,116 +37,22 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from knowpack.errors import InputError
-from knowpack.models import LoadedModel, load_model
-from knowpack.runfolder import NOT_RESULT, RunFolder, open_run, read_parquet, write_parquet
-from knowpack.train.mixture import Fact, load_pool, parse_extra, questions_of, sample_facts
+from knowpack.models import LoadedModel
+from knowpack.runfolder import RunFolder, open_run, read_parquet, write_parquet
+from knowpack.train.folder import (ADAPTER_CONFIG_FILE, ADAPTER_FILE, EPOCH_FILES, EPOCHS_DIR, OPTIMIZER_FILE,
+                                   TRAIN_LOG_FILE, TRAIN_LOG_SCHEMA, TRAIN_SET_FILE, TRAIN_SET_SCHEMA, TrainRun,
+                                   epoch_name)
+from knowpack.train.mixture import Fact, draw_facts, questions_of
 from knowpack.train.packing import pack, packed_logits, uses_varlen
+from knowpack.train.stage import TARGET_PRESETS, TrainConfig
 
 log = logging.getLogger(__name__)
 
 ADAPTER = "knowpack"
-ADAPTER_FILE = "adapter_model.safetensors"
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-OPTIMIZER_FILE = "optimizer.safetensors"
-EPOCH_FILES = (ADAPTER_FILE, ADAPTER_CONFIG_FILE, OPTIMIZER_FILE)
-TRAIN_SET_FILE = "train_set.parquet"
-TRAIN_LOG_FILE = "train_log.parquet"
-
-TARGET_PRESETS = {
-    "mlp": ["gate_proj", "up_proj", "down_proj"],
-    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "all-linear": "all-linear",
-}
-TRAIN_SET_SCHEMA = pa.schema(
-    [
-        ("row_id", pa.int64()),
-        ("kind", pa.string()),
-        ("question_id", pa.string()),
-        ("prompt", pa.string()),
-        ("target", pa.string()),
-    ]
-)
-TRAIN_LOG_SCHEMA = pa.schema(
-    [("epoch", pa.int32()), ("step", pa.int32()), ("loss", pa.float64()), ("tokens", pa.int64()), ("seconds", pa.float64())]
-)
-
-# "answer": loss on the answer tokens only; "all": on every token, prompt included (the study's code).
-LOSS_ON = ("answer", "all")
 
 
-@dataclass
-class TrainConfig:
-    """One packing run. Paths are hashed as inputs and the model by its fingerprint, so they stay out of the key."""
-
-    labels: Path = field(metadata=NOT_RESULT)
-    out: Path = field(metadata=NOT_RESULT)
-    questions: Path | None = field(default=None, metadata=NOT_RESULT)
-    model: str = field(default="smollm2-135m", metadata=NOT_RESULT)
-    unknown: int = 50
-    extra: tuple[str, ...] = ()
-    extra_pool: Path | None = field(default=None, metadata=NOT_RESULT)
-    allow_repeat: bool = False
-    seed: int = 42
-    rank: int = 1
-    alpha: float = 2.0
-    rslora: bool = False
-    dropout: float = 0.1
-    targets: str = "mlp"
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 8
-    schedule: str = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    loss_on: str = "answer"
-    template: str | None = None
-    chat: bool | None = None
-    # Split a step's rows into forward passes of at most this many tokens (gradient accumulation): bounds activation
-    # memory on large batches. The gradient is the same without dropout; with dropout the masks are drawn
-    # differently, so it is part of the key. None: one pass per step.
-    max_tokens_per_pass: int | None = None
-    # Rows are packed into attention lanes of about this many tokens (see packing.py): the same loss up to float
-    # rounding, so not part of the key.
-    lane_tokens: int = field(default=512, metadata=NOT_RESULT)
-    device: str | None = field(default=None, metadata=NOT_RESULT)
-    dtype: str | None = field(default=None, metadata=NOT_RESULT)
-    trust_remote_code: bool = field(default=False, metadata=NOT_RESULT)
-    overwrite: bool = field(default=False, metadata=NOT_RESULT)
-
-    def validate(self) -> None:
-        for name in ("unknown", "rank", "epochs", "batch_size", "lane_tokens"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
-        if self.max_tokens_per_pass is not None and self.max_tokens_per_pass < 1:
-            raise InputError(f"--max-tokens-per-pass {self.max_tokens_per_pass}: must be at least 1")
-        if self.lr <= 0 or self.alpha <= 0:
-            raise InputError("--lr and --alpha must be positive")
-        if not 0 <= self.dropout < 1:
-            raise InputError(f"--dropout {self.dropout}: must be in [0, 1)")
-        if self.schedule not in ("linear", "constant"):
-            raise InputError(f"--schedule {self.schedule}: expected linear or constant")
-        if self.loss_on not in LOSS_ON:
-            raise InputError(f"--loss-on {self.loss_on}: expected one of {', '.join(LOSS_ON)}")
-        if self.template is not None:
-            q, a = self.template.find("{question}"), self.template.find("{answer}")
-            if q < 0 or a < 0 or a < q:
-                raise InputError("--template must contain {question} and, after it, {answer}")
-        for spec in self.extra:
-            parse_extra(spec)
-
-
-def train(config: TrainConfig) -> Path:
-    """Load ``config.model`` and run :func:`train_loaded`."""
-    config.validate()
-    draw_facts(config)  # a pool that is too small fails here, before a large model is loaded
-    loaded = load_model(config.model, device=config.device, dtype=config.dtype,
-                        trust_remote_code=config.trust_remote_code)
-    return train_loaded(loaded, config)
-
-
-def train_loaded(loaded: LoadedModel, config: TrainConfig) -> Path:
+def train_loaded(loaded: LoadedModel, config: TrainConfig) -> TrainRun:
     """Train one adapter on ``loaded`` (left unchanged afterwards) into the run folder ``config.out``."""
-    config.validate()
     questions = questions_of(config.labels, config.questions)
     inputs = {"labels": config.labels, "questions": questions}
     if config.extra_pool is not None:
@@ -161,7 +67,7 @@ def train_loaded(loaded: LoadedModel, config: TrainConfig) -> Path:
         overwrite=config.overwrite,
     )
     if run.complete:
-        return run.path
+        return TrainRun(run.path)
 
     facts = draw_facts(config)
     # A custom template is plain text; otherwise the model's chat template unless the config says otherwise.
@@ -189,22 +95,10 @@ def train_loaded(loaded: LoadedModel, config: TrainConfig) -> Path:
     with fresh_adapter(loaded.model, lora_config(config), config.seed) as peft_model:
         epoch_loss = _fit(run, peft_model, loaded.model, rows, config)
     outputs = [TRAIN_SET_FILE, TRAIN_LOG_FILE] + [
-        f"epochs/{epoch_name(e)}/{name}" for e in range(1, config.epochs + 1) for name in EPOCH_FILES
+        f"{EPOCHS_DIR}/{epoch_name(e)}/{name}" for e in range(1, config.epochs + 1) for name in EPOCH_FILES
     ]
     run.finish(outputs, epochs_done=config.epochs, epoch_loss=epoch_loss)
-    return run.path
-
-
-def draw_facts(config: TrainConfig) -> list[Fact]:
-    """The run's facts: seeded Unknown facts of the label folder plus the requested extras."""
-    return sample_facts(
-        load_pool(config.labels, questions_of(config.labels, config.questions)),
-        config.unknown,
-        [parse_extra(spec) for spec in config.extra],
-        config.seed,
-        allow_repeat=config.allow_repeat,
-        extra_pool=load_pool(config.extra_pool) if config.extra_pool is not None else None,
-    )
+    return TrainRun(run.path)
 
 
 # ---------------------------------------------------------------- examples
@@ -252,10 +146,6 @@ def epoch_batches(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[n
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-def epoch_name(epoch: int) -> str:
-    return f"epoch_{epoch:02d}"
 
 
 # ---------------------------------------------------------------- adapter lifetime
@@ -307,7 +197,7 @@ def _fit(
 ) -> list[float]:
     """Train the remaining epochs (resuming after the last complete one); return each epoch's loss."""
     loop = TrainingLoop(peft_model, model, rows, config)
-    epochs_dir = run.file("epochs")
+    epochs_dir = run.file(EPOCHS_DIR)
     done = _last_complete_epoch(epochs_dir, config.epochs)
     log_rows: list[dict] = []
     if done:

