@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from knowpack.kg.graph.names import COMMON_WORDS
+
 COLUMNS = ("kind", "relation", "relation_domain", "subject_key", "subject", "object", "answer", "names",
            "popularity")
 
@@ -13,6 +15,9 @@ Fact = tuple[str, str, str, str, str, str, str, list[str], int]
 def facts(kind: str, domain: str, relation: str,
           rows: Iterable[tuple[str, str, str, str, list[str], int]]) -> Iterator[Fact]:
     """``rows`` of (subject_key, subject, object, answer, alias names, popularity) as facts of ``relation``;
-    ``domain`` is the relation's domain for the spill-over analysis (DBpedia ontology class names)."""
+    ``domain`` is the relation's domain for the spill-over analysis (DBpedia ontology class names). Answers and
+    aliases that are everyday words ("In", "OK") are left out: they would match almost any model answer."""
     for key, subject, obj, answer, names, popularity in rows:
-        yield kind, relation, domain, key, subject, obj, answer, names, popularity
+        if answer.lower() not in COMMON_WORDS:
+            names = [name for name in names if name.lower() not in COMMON_WORDS]
+            yield kind, relation, domain, key, subject, obj, answer, names, popularity

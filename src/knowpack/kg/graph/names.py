@@ -8,6 +8,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 _WORDS = re.compile(r"\w+")
+# Short answers that are also everyday English words: as aliases they would match almost any answer under the
+# lenient containment rule ("In" for indium, "OK" for Oklahoma).
+COMMON_WORDS = frozenset({"a", "i", "am", "an", "as", "at", "be", "by", "do", "go", "he", "hi", "in", "is", "it", "me",
+                          "my", "no", "of", "ok", "on", "or", "so", "to", "up", "us", "we"})
 
 
 def _is_latin_name(name: str) -> bool:
