@@ -124,6 +124,7 @@ PARENT_DIVISIONS = (
 )
 # Local words for a division type that GeoNames keeps in names ("Powiat będziński", "Amphoe Pa Daet").
 LOCAL_TYPE_WORDS = ("Powiat ", "Politischer Bezirk ", "Okres ", "Amphoe ", "Provincia de ", "Departamento de ")
+LOCAL_TYPE_SUFFIXES = (" Sheng",)  # "Hebei Sheng"
 # Short forms that would match too much as aliases ("Central" of "Central District").
 GENERIC_NAMES = frozenset({"central", "northern", "southern", "eastern", "western", "north", "south", "east", "west",
                            "capital", "region", "province", "district", "county", "state", "city", "centre", "center"})
@@ -144,8 +145,9 @@ def _display(division: Division, noun: str) -> tuple[str, list[str]] | None:
     its aliases; None when no readable name exists."""
     name = division.name
     for word in LOCAL_TYPE_WORDS:
-        if name.startswith(word):
-            name = name[len(word):]
+        name = name.removeprefix(word)
+    for word in LOCAL_TYPE_SUFFIXES:
+        name = name.removesuffix(word)
     suffix = " " + " ".join(word.capitalize() for word in noun.split())  # English forms capitalise the type
     latin = latin_names([name, *division.names])
     english = [a for a in latin if a.endswith(suffix) and len(a) > len(suffix)]
