@@ -107,7 +107,7 @@ def print_summary(summary: dict, console: Console) -> None:
         by_kind.setdefault(row.get("kind", "all relations"), []).append(row)
     for kind, rows in sorted(by_kind.items()):
         questions = sum(sum(row["questions"].values()) for row in rows)
-        table = Table(title=f"{kind}: {questions:,} questions over {len(rows)} relations")
+        table = Table(title=f"{kind}: questions per relation and bucket ({questions:,} over {len(rows)} relations)")
         for column in ("relation", *BUCKETS, "questions", "facts", "skipped"):
             table.add_column(column, justify="left" if column == "relation" else "right")
         skipped: Counter = Counter()
