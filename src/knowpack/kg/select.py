@@ -5,8 +5,9 @@ Shared by the DBpedia builder and the embedded graph so both follow the study's 
 * buckets: entities sorted by popularity (ties: first seen first), cut where the cumulative mass *before* an
   entity reaches 1/3 and 2/3 of the total: head / torso / tail; a fact's bucket is its subject's;
 * a fact is dropped when its question would be ambiguous (one relation, one subject label, several answers) or
-  repeat another's (same label, same answer: the first in random order stays), when its answer's text appears in
-  its question, or for a source-specific reason given in ``reason``;
+  repeat another's (same label, same answer: the first in random order stays), when its answer's text or one of
+  its aliases appears in its question (an alias is an answer too: "Hyderabad" of "Hyderabad District"), or for a
+  source-specific reason given in ``reason``;
 * candidates are taken in a seeded random order; each relation keeps at most ``per_bucket`` facts per bucket and,
   when balancing, the same number in every bucket (the smallest bucket's count).
 """
@@ -55,6 +56,12 @@ def answer_in_question(answer: str, question: str) -> bool:
     return bool(folded) and f" {folded} " in f" {cached_normalize(question)} "
 
 
+def any_alias_in_question(aliases, question: str) -> bool:
+    """``answer_in_question`` for every alias at once (the question normalised once)."""
+    padded = f" {normalize(question)} "
+    return any(folded and f" {folded} " in padded for folded in map(cached_normalize, aliases))
+
+
 def select_questions(
     facts: pd.DataFrame,
     templates: Templates,
@@ -77,7 +84,7 @@ def select_questions(
     answers_per_label = pd.Series(answer_key.to_numpy(), index=label_key.to_numpy()).groupby(level=0).nunique()
     ambiguous = label_key.map(answers_per_label).to_numpy() > 1
     reasons[(reasons == "") & ambiguous] = "ambiguous subject label"
-    leaks = np.array([answer_in_question(a, q) for a, q in zip(facts["answer"], facts["question"])], dtype=bool)
+    leaks = np.array([any_alias_in_question(a, q) for a, q in zip(facts["aliases"], facts["question"])], dtype=bool)
     reasons[(reasons == "") & leaks] = "answer in question"
     by_order = np.argsort(facts["order"].to_numpy(), kind="stable")
     repeated = np.zeros(len(facts), dtype=bool)

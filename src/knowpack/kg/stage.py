@@ -34,7 +34,7 @@ class QuestionsConfig(Config):
                                     "default: the source's packaged set", metavar="FILE", affects_results=False)
     seed: int = option(0, help="seeds the sampling of facts per relation and bucket")
     per_bucket: int | None = option(None, help="facts per relation and bucket at most (default: the source's; "
-                                    "embedded 1500, dbpedia 30)", minimum=1)
+                                    "30 for both, as the study)", minimum=1)
     balance: bool = option(True, help="cut every bucket of a relation to its smallest bucket's count")
     max_aliases: int = option(20, help="answer aliases kept per question", minimum=1)
     overwrite: bool = overwrite_option()
@@ -95,26 +95,10 @@ def main(config: QuestionsConfig) -> None:
 
 
 def print_summary(summary: dict, console) -> None:
-    """Per-relation counts by bucket with skip reasons, relations that gave nothing, and totals per bucket."""
+    """Totals first, then one table per kind of subject (relations sorted, questions per bucket), each followed by
+    its skip reasons summed; relations that gave no question are named on one line."""
     from rich.table import Table
 
-    relations = Table(title="questions per relation and bucket")
-    for column in ("relation", *BUCKETS, "facts", "skipped (reason: count)"):
-        relations.add_column(column, justify="left" if column.startswith(("relation", "skipped")) else "right")
-    idle: Counter = Counter()
-    idle_relations = 0
-    for row in summary["relation_table"]:
-        if not any(row["questions"].values()):
-            idle_relations += 1
-            idle.update(row["skipped"])
-            continue
-        reasons = ", ".join(f"{reason}: {count:,}" for reason, count in sorted(row["skipped"].items()))
-        relations.add_row(row["relation"], *(f"{row['questions'][b]:,}" for b in BUCKETS),
-                          f"{sum(row['facts'].values()):,}", reasons)
-    console.print(relations)
-    if idle_relations:
-        reasons = ", ".join(f"{reason}: {count:,}" for reason, count in idle.most_common())
-        console.print(f"{idle_relations} relation(s) gave no question ({reasons})")
     totals = Table(title="totals")
     for column in ("", *BUCKETS, "all"):
         totals.add_column(column, justify="right")
@@ -130,11 +114,38 @@ def print_summary(summary: dict, console) -> None:
         totals.add_row("triples", *(f"{summary['buckets'][b]['triples']:,}" for b in BUCKETS),
                        f"{summary['triples']:,}")
     console.print(totals)
+    answering = [row for row in summary["relation_table"] if any(row["questions"].values())]
+    console.print(f"{len(answering)} of {len(summary['relation_table'])} relations gave questions")
     if summary.get("lines") is not None:
         console.print(f"{summary['lines']:,} lines: {summary['triples']:,} triples, "
                       f"{summary['comment_or_blank_lines']:,} comments/blank, {summary['bad_lines']:,} malformed")
         for number, text in summary.get("bad_line_examples", [])[:5]:
             console.print(f"  malformed line {number}: {text}", markup=False, highlight=False)
+
+    by_kind: dict[str, list[dict]] = {}
+    for row in answering:
+        by_kind.setdefault(row.get("kind", "all relations"), []).append(row)
+    for kind, rows in sorted(by_kind.items()):
+        questions = sum(sum(row["questions"].values()) for row in rows)
+        table = Table(title=f"{kind}: questions per relation and bucket ({questions:,} over {len(rows)} relations)")
+        for column in ("relation", *BUCKETS, "questions", "facts", "skipped"):
+            table.add_column(column, justify="left" if column == "relation" else "right")
+        skipped: Counter = Counter()
+        for row in sorted(rows, key=lambda row: row["relation"]):
+            skipped.update(row["skipped"])
+            table.add_row(row["relation"], *(f"{row['questions'][b]:,}" for b in BUCKETS),
+                          f"{sum(row['questions'].values()):,}", f"{sum(row['facts'].values()):,}",
+                          f"{sum(row['skipped'].values()):,}")
+        console.print(table)
+        console.print("skipped: " + ", ".join(f"{reason} {count:,}" for reason, count in skipped.most_common()))
+    idle = [row for row in summary["relation_table"] if not any(row["questions"].values())]
+    if idle:
+        reasons: Counter = Counter()
+        for row in idle:
+            reasons.update(row["skipped"])
+        why = ", ".join(f"{reason}: {count:,}" for reason, count in reasons.most_common())
+        names = ", ".join(sorted(row["relation"] for row in idle))
+        console.print(f"{len(idle)} relation(s) gave no question ({why}): {names}", markup=False, highlight=False)
 
 
 COMMANDS = [Command("questions", QuestionsConfig, main,
