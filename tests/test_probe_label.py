@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -224,3 +225,19 @@ def test_label_loads_the_model_itself(lively_model_dir, tmp_path):
     config = small_config(tmp_path, model=str(lively_model_dir), device="cpu", n_prompts=1, n_samples=0)
     out = label(config).path
     assert json.loads((out / "manifest.json").read_text())["config"]["model"] == str(lively_model_dir)
+
+
+def test_a_label_folder_made_with_a_relative_path_works_from_anywhere(loaded, tmp_path, monkeypatch):
+    from knowpack.probe.folder import LabelFolder
+    from knowpack.train.mixture import questions_of
+
+    monkeypatch.chdir(tmp_path)
+    write_questions(tmp_path / "q.parquet")
+    label_loaded(loaded, small_config(tmp_path, questions=Path("q.parquet"), out=Path("lab"), n_samples=0),
+                 [LabelTarget(Path("lab"))])
+    monkeypatch.chdir("/")
+    assert questions_of(tmp_path / "lab") == tmp_path / "q.parquet"
+    assert len(LabelFolder(tmp_path / "lab").labels()) == len(QUESTIONS)
+    (tmp_path / "q.parquet").write_bytes(b"changed")
+    with pytest.raises(InputError, match="q.parquet: changed since .*lab was made from it"):
+        questions_of(tmp_path / "lab")

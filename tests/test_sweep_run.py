@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pyarrow as pa
 from conftest import rehash_outputs
@@ -10,6 +11,7 @@ import yaml
 
 import knowpack.models
 import knowpack.train.stage
+from knowpack.cli import main
 from knowpack.errors import InputError, KnowpackError, RunConflictError
 from knowpack.kg.folder import QUESTIONS_SCHEMA
 from knowpack.probe.stage import LabelConfig
@@ -149,6 +151,14 @@ def test_sweep_makes_its_questions_and_labels_on_the_same_loaded_model(tmp_path,
     assert (out / "data" / "questions" / "questions.parquet").is_file()
     assert read_parquet(out / "sweep.parquet").column("status").to_pylist() == ["done"]
     assert len(model_loads) == 1, "labelling and training share one loaded base model"
+
+    # the sweep folder holds its data, so it works wherever it goes: moved, it is re-evaluated and reported
+    moved = shutil.move(str(out), str(tmp_path / "elsewhere" / "made"))
+    (run,) = (Path(moved) / "runs").iterdir()
+    shutil.rmtree(run / "eval")
+    assert main(["evaluate", str(run), "--device", "cpu", "--benchmarks", "none", "--heldout-paraphrases", "0",
+                 "--no-progress"]) == 0
+    assert make_report(ReportConfig(source=Path(moved))).summary.startswith("This report covers 1 evaluated run")
 
 
 def test_grown_grid_resumes_in_place_and_another_model_is_refused(tmp_path, tiny_model_dir, data, monkeypatch):
