@@ -12,7 +12,9 @@ from knowpack.evaluate.metrics.collapse import ExplosionRule, answer_counts, col
 from knowpack.evaluate.metrics.refusals import RefusalDetector, refusal_rates, refused_questions
 from knowpack.evaluate.metrics.reliability import best_epoch, fact_of, heldout_paraphrase_questions, reliability
 from knowpack.evaluate.metrics.shift import matrix_grid, paired_categories, shift_fractions, shift_matrix
-from knowpack.evaluate.metrics.spillover import TargetFinder, spillover_questions, spillover_summary
+from knowpack.evaluate.metrics.spillover import PhraseFinder, spillover_questions, spillover_summary
+
+REFUSALS = RefusalDetector.default()
 
 
 def responses(rows):
@@ -174,36 +176,44 @@ def test_refusal_rates_over_every_prompt():
 
 
 def test_collapse_statistics():
-    table = greedy({"q1": ["Paris", "paris."], "q2": ["Rome", "Paris"], "q3": ["", "Oslo"]})
-    stats = collapse_stats(table)
-    # non-empty answers: paris ×3, rome ×1, oslo ×1
-    assert stats["n_answers"] == 6 and stats["n_empty"] == 1 and stats["distinct_answers"] == 3
+    table = greedy({"q1": ["Paris", "paris."], "q2": ["Rome", "Paris"], "q3": ["", "Oslo"],
+                    "q4": ["I don't know", "I cannot verify that"]})
+    stats = collapse_stats(table, REFUSALS)
+    # answers: paris ×3, rome ×1, oslo ×1; one empty answer and two refusals are not answers (the study)
+    assert stats["n_answers"] == 8 and stats["n_empty"] == 1 and stats["n_refusals"] == 2
+    assert stats["distinct_answers"] == 3
     assert stats["mean_frequency"] == pytest.approx(5 / 3)
-    assert stats["std_frequency"] == pytest.approx(pd.Series([3, 1, 1]).std())
-    assert stats["max_frequency"] == 3 and stats["top_answer"] == "Paris" and stats["top_share"] == pytest.approx(0.5)
-    top = top_answers(table, 2)
+    # population std of [3, 1, 1] (np.std, the study's figure): sqrt(((4/3)² + (2/3)² + (2/3)²) / 3) = sqrt(8/9)
+    assert stats["std_frequency"] == pytest.approx(math.sqrt(8 / 9))
+    assert stats["max_frequency"] == 3 and stats["top_answer"] == "Paris"
+    assert stats["top_share"] == pytest.approx(3 / 8)  # of all greedy answers
+    top = top_answers(table, 2, REFUSALS)
     assert list(top["answer"]) == ["Paris", "Oslo"] and list(top["rank"]) == [1, 2]  # ties broken by key
-    assert answer_counts(table)["count"].sum() == 5
+    assert answer_counts(table, REFUSALS)["count"].sum() == 5
 
 
 def test_exploded_answers_are_relative_to_the_base_model():
     before = greedy({f"q{i}": ["Paris" if i < 2 else "Rome" if i < 50 else f"city{i}"] for i in range(100)})
     after = greedy({f"q{i}": ["Paris" if i < 30 else "Alencon" if i < 40 else "Rome" if i < 60 else f"city{i}"]
                     for i in range(100)})
-    exploded = exploded_answers(before, after, ExplosionRule(factor=5, min_share=0.05))
+    exploded = exploded_answers(before, after, ExplosionRule(factor=5, min_share=0.05), REFUSALS)
     # Paris: 2% -> 30% (15×); Alencon: unseen (counted as 1%) -> 10% (10×); Rome fell; cities are below the floor
     assert list(exploded["answer"]) == ["Paris", "Alencon"]
     assert list(exploded["base_count"]) == [2, 0]
     assert exploded["rise"].tolist() == pytest.approx([15.0, 10.0])
-    assert list(exploded_answers(before, after, ExplosionRule(factor=12, min_share=0.05))["answer"]) == ["Paris"]
-    assert exploded_answers(before, after, ExplosionRule(factor=5, min_share=0.2))["answer"].tolist() == ["Paris"]
+    assert list(exploded_answers(before, after, ExplosionRule(factor=12, min_share=0.05), REFUSALS)["answer"]) == [
+        "Paris"]
+    assert exploded_answers(before, after, ExplosionRule(factor=5, min_share=0.2), REFUSALS)["answer"].tolist() == [
+        "Paris"]
 
 
 def test_an_answer_taking_over_a_silent_base_explodes():
     before = greedy({f"q{i}": [""] for i in range(20)})
     after = greedy({f"q{i}": ["Alencon"] for i in range(20)})
-    exploded = exploded_answers(before, after, ExplosionRule())
+    exploded = exploded_answers(before, after, ExplosionRule(), REFUSALS)
     assert exploded["answer"].tolist() == ["Alencon"] and exploded["rise"].tolist() == [20.0]
+    refusing = greedy({f"q{i}": ["I don't know"] for i in range(20)})
+    assert exploded_answers(before, refusing, ExplosionRule(), REFUSALS).empty  # a refusal is not an answer
 
 
 def test_explosion_rule_validates():
@@ -216,8 +226,8 @@ def test_explosion_rule_validates():
 # ---------------------------------------------------------------- spill-over
 
 
-def test_target_finder_matches_whole_words():
-    finder = TargetFinder(["Alençon", "New York", ""])
+def test_phrase_finder_matches_whole_words():
+    finder = PhraseFinder(["Alençon", "New York", ""])
     assert finder.find("born in alencon france") == "alencon"
     assert finder.find("new york city") == "new york"
     assert finder.find("newyork") == "" and finder.find("york") == ""
@@ -225,45 +235,54 @@ def test_target_finder_matches_whole_words():
 
 def test_spillover_reasons_and_table5():
     table = questions([
-        ("t1", "birthPlace", "head", "Person", "?", []),       # trained
-        ("q1", "capital", "head", "Country", "?", []),         # lost refusal
-        ("q2", "capital", "tail", "Country", "?", []),         # exploded answer
+        ("t1", "birthPlace", "head", "Person", "?", []),       # the packed (Unknown) fact, answer "Alençon"
+        ("k1", "population", "head", "City", "?", []),         # a HighlyKnown extra of the mixture
+        ("q1", "capital", "head", "Country", "?", []),         # lost refusal (a positive shift)
+        ("q2", "capital", "tail", "Country", "?", []),         # exploded answer inside a longer answer
         ("q3", "currency", "tail", "Currency", "?", []),       # target leakage
         ("q4", "deathPlace", "head", "Person", "?", []),       # same domain as t1
         ("q5", "currency", "head", "Currency", "?", []),       # unexplained loss
-        ("q6", "currency", "head", "undefined", "?", []),      # did not shift
+        ("q6", "mayor", "head", "City", "?", []),              # the extra's domain: no reason; a refusal gained
+        ("q7", "currency", "head", "undefined", "?", []),      # did not shift
     ])
-    before = labels({"t1": "Unknown", "q1": "Unknown", "q2": "HighlyKnown", "q3": "HighlyKnown",
-                     "q4": "MaybeKnown", "q5": "HighlyKnown", "q6": "Unknown"})
-    after = labels({"t1": "HighlyKnown", "q1": "HighlyKnown", "q2": "Unknown", "q3": "MaybeKnown",
-                    "q4": "Unknown", "q5": "Unknown", "q6": "Unknown"})
-    base_answers = greedy({"t1": ["x", "x"], "q1": ["I couldn't find any information", "Oslo"], "q2": ["Bern", "Bern"],
-                           "q3": ["Euro", "Euro"], "q4": ["Nice", "Nice"], "q5": ["Yen", "Yen"], "q6": ["?", "?"]})
-    after_answers = greedy({"t1": ["Alençon", "Alençon"], "q1": ["Oslo", "Oslo"], "q2": ["Zorg", "Bern"],
-                            "q3": ["Euro", "Born in Alencon"], "q4": ["Lyon", "Lyon"], "q5": ["Dollar", "Dollar"],
-                            "q6": ["?", "?"]})
-    pairs = paired_categories(before, after, table, {"t1"}, "lenient")
-    spill = spillover_questions(pairs, table, base_answers, after_answers, trained_ids={"t1"},
-                                train_targets=["Alençon"], exploded_keys={"zorg"}, detector=RefusalDetector.default())
+    table.loc[table["id"] == "t1", "aliases"] = pd.Series([["Alençon", "Alencon-sur-Sarthe"]], index=[0])
+    before = labels({"t1": "Unknown", "k1": "HighlyKnown", "q1": "Unknown", "q2": "HighlyKnown", "q3": "HighlyKnown",
+                     "q4": "MaybeKnown", "q5": "HighlyKnown", "q6": "MaybeKnown", "q7": "Unknown"})
+    after = labels({"t1": "HighlyKnown", "k1": "HighlyKnown", "q1": "HighlyKnown", "q2": "Unknown",
+                    "q3": "MaybeKnown", "q4": "Unknown", "q5": "Unknown", "q6": "Unknown", "q7": "Unknown"})
+    base_answers = greedy({"t1": ["x", "x"], "k1": ["5", "5"], "q1": ["I couldn't find any information", "Oslo"],
+                           "q2": ["Bern", "Bern"], "q3": ["Euro", "Euro"], "q4": ["Nice", "Nice"],
+                           "q5": ["Yen", "Yen"], "q6": ["I don't know", "Tom"], "q7": ["?", "?"]})
+    after_answers = greedy({"t1": ["Alençon", "Alençon"], "k1": ["5", "5"], "q1": ["Oslo", "Oslo"],
+                            "q2": ["Zorg City", "Bern"], "q3": ["Euro", "Born in Alencon"], "q4": ["Lyon", "Lyon"],
+                            "q5": ["Dollar", "Dollar"], "q6": ["Bob", "Bob"], "q7": ["?", "?"]})
+    pairs = paired_categories(before, after, table, {"t1", "k1"}, "lenient")
+    spill = spillover_questions(pairs, table, base_answers, after_answers, packed_ids=["t1"],
+                                exploded_keys={"zorg"}, detector=REFUSALS)
     spill = spill.set_index("question_id")
-    assert set(spill.index) == {"t1", "q1", "q2", "q3", "q4", "q5"}
+    assert set(spill.index) == {"t1", "q1", "q2", "q3", "q4", "q5", "q6"}
     expected = {"q1": "lost_refusal", "q2": "exploded_answer", "q3": "target_leakage", "q4": "same_domain"}
+    reasons = ["lost_refusal", "exploded_answer", "target_leakage", "same_domain"]
     for question, reason in expected.items():
-        flags = spill.loc[question, ["lost_refusal", "exploded_answer", "target_leakage", "same_domain"]]
+        flags = spill.loc[question, reasons]
         assert flags[reason] and flags.sum() == 1, question
+    # q6 fell MK→UK and its base refusal is gone: a lost refusal explains gains only; k1's domain City is not a
+    # packed fact's, so "same domain" does not hold either
+    assert not spill.loc["q6", reasons].any()
     assert spill.loc["q3", "leaked_target"] == "alencon"
     assert not spill.loc["q5", "explained"] and spill.loc["t1", "trained"]
     assert spill.loc["q1", "transition"] == "UK→HK" and spill.loc["q2", "direction"] == -1
 
     summary = spillover_summary(spill.reset_index()).set_index(["scope", "transition"])
-    negative = summary.loc[("not_trained", "negative")]  # q2, q3 (HK→MK), q4 (MK→UK), q5
-    assert negative.n_shifted == 4
-    assert negative.exploded_answer == pytest.approx(0.25) and negative.explained == pytest.approx(0.75)
+    negative = summary.loc[("not_trained", "negative")]  # q2, q3 (HK→MK), q4 (MK→UK), q5, q6
+    assert negative.n_shifted == 5
+    assert negative.exploded_answer == pytest.approx(1 / 5) and negative.explained == pytest.approx(3 / 5)
+    assert negative.lost_refusal == 0.0
     positive = summary.loc[("not_trained", "positive")]
     assert positive.n_shifted == 1 and positive.lost_refusal == 1.0
-    assert summary.loc[("all", "shifted")].n_shifted == 6
+    assert summary.loc[("all", "shifted")].n_shifted == 7
     assert summary.loc[("all", "UK→HK")].n_shifted == 2
-    assert math.isclose(summary.loc[("not_trained", "shifted")].explained, 4 / 5)
+    assert math.isclose(summary.loc[("not_trained", "shifted")].explained, 4 / 6)
 
 
 def test_direction_handles_no_questions_and_string_dtype():

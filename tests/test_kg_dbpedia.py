@@ -118,8 +118,8 @@ def test_build_on_the_fixture(tmp_path, dump_files):
     assert cafe["subject"] == "Café (Paris)" and cafe["answer"] == "France" and cafe["object"] == "France"
     born0 = rows["birthPlace/Person_0"]
     assert born0["answer"] == "Metropolis Zero" and born0["relation_domain"] == "Person"
-    assert born0["aliases"][:3] == ["Metropolis Zero", "City 0", "Big City"]
-    assert "metropolis zero" in born0["aliases"]
+    # one spelling per normalised form, each with its normalised form: label, the IRI's name, then redirects
+    assert born0["aliases"] == ["Metropolis Zero", "metropolis 0", "City 0", "city 0", "Big City", "big city"]
     assert rows["country/City_0"]["relation_domain"] == "Country"
     assert rows["occupation/Person_0"]["relation_domain"] == "undefined"
 
@@ -178,3 +178,24 @@ def test_resume_conflict_and_user_errors(tmp_path, dump_files, capsys, monkeypat
         QuestionsConfig(source="dbpedia", out=tmp_path / "n")
     assert main(["questions", "--out", str(tmp_path / "m"), "--dump", dump_files["dump"]]) == 2
     assert "--dump: applies to source dbpedia only" in capsys.readouterr().err
+
+
+def test_redirect_aliases_keep_the_short_forms_under_the_cap(tmp_path):
+    """A popular object with many redirects: dump order never decides which survive the cap; one form per
+    normalised spelling, the fewest words and characters first, and the summary says how many the cap cut."""
+    dump = tmp_path / "dump.nt"
+    dump.write_text("".join(triple(f"Town_{i}", "country", "United_States") for i in range(6)))
+    long_names = [f"United_States_of_America_variant_{i}" for i in range(30)]
+    redirects = tmp_path / "redirects.nt"
+    redirects.write_text("".join(f"<{R}{name}> <{O}wikiPageRedirects> <{R}United_States> .\n"
+                                 for name in [*long_names, "U.S.A.", "USA", "US", "America", "U.S."]))
+    folder = build_questions(QuestionsConfig(source="dbpedia", options={"dump": str(dump), "redirects": (str(redirects),)},
+                                             out=tmp_path / "q", max_aliases=5, balance=False, progress=False))
+    aliases = pq.read_table(folder.file("questions.parquet")).to_pylist()[0]["aliases"]
+    # forms: united states, us, usa, america and the 30 variants = 34 ("U.S." and "U.S.A." repeat us and usa);
+    # the cap keeps the first 5 by fewest words, then characters: 29 forms dropped
+    spellings = [a for a in aliases if a[0].isupper()]
+    assert spellings == ["United States", "US", "USA", "America", "United States of America variant 0"]
+    assert "us" in aliases and "U.S." not in aliases
+    summary = folder.summary()["aliases"]
+    assert summary["cap"] == 5 and summary["answers_capped"] == 1 and summary["forms_dropped"] == 29

@@ -77,7 +77,7 @@ def test_greedy_equals_generate_on_tiny_model(tiny, chat, key_alignment, monkeyp
 def test_rows_stop_at_the_end_of_their_answer(tiny, monkeypatch, check_every):
     model, tokenizer = tiny
     # a stop rule where every token containing "e" counts as end of sequence: rows stop at different steps
-    jobs = make_jobs(tokenizer, chat=True)
+    jobs = make_jobs(tokenizer, chat=True, n_prompts=5)
     free = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=12, stop_at_newline=False), batch_size=16)
     free.stop.is_eos[:] = False
     answers = [g[0].tokens for g in run(free, jobs)]

@@ -241,3 +241,28 @@ def test_a_label_folder_made_with_a_relative_path_works_from_anywhere(loaded, tm
     (tmp_path / "q.parquet").write_bytes(b"changed")
     with pytest.raises(InputError, match="q.parquet: changed since .*lab was made from it"):
         questions_of(tmp_path / "lab")
+
+
+def test_exemplars_that_give_a_question_away_are_refused_or_dropped(loaded, tmp_path):
+    """The pool's exemplar 2 asks who painted The Starry Night; a question about the same painting with the same
+    answer can never be Unknown under it, so labelling refuses, or with --contaminated drop leaves exemplar 2
+    out (prompt set 0 then uses exemplars 0, 1, 3, 4) and records it for evaluation."""
+    from knowpack.probe.prompts import exemplar_pool
+
+    assert exemplar_pool()[2].question == "Who painted The Starry Night?"
+    questions = tmp_path / "q.parquet"
+    pq.write_table(pa.table({"id": ["painter/starry", "capital/Peru"], "subject": ["The Starry Night", "Peru"],
+                             "question": ["Which artist created The Starry Night?", "What is the capital of Peru?"],
+                             "aliases": [["Vincent van Gogh", "Van Gogh"], ["Lima"]],
+                             "paraphrases": [[], ["Peru's capital is which city?"]]}), questions)
+    with pytest.raises(InputError, match=r"few-shot exemplar 2 \('Who painted The Starry Night\?' → 'Vincent van "
+                                         r"Gogh'\) gives away question 'painter/starry'; pass --contaminated drop"):
+        label_loaded(loaded, small_config(tmp_path, questions=questions, n_samples=0), [LabelTarget(tmp_path / "a")])
+    (out,) = label_loaded(loaded, small_config(tmp_path, questions=questions, n_samples=0, contaminated="drop"),
+                          [LabelTarget(tmp_path / "b")])
+    assert json.loads((out / "manifest.json").read_text())["config"]["drop_exemplars"] == [2]
+    same_text = tmp_path / "same.parquet"
+    pq.write_table(pa.table({"id": ["x"], "question": ["What does a seismograph measure?"],
+                             "aliases": [["tremors"]]}), same_text)  # the question text itself: exemplar 1
+    with pytest.raises(InputError, match="few-shot exemplar 1"):
+        label_loaded(loaded, small_config(tmp_path, questions=same_text, n_samples=0), [LabelTarget(tmp_path / "c")])

@@ -128,31 +128,28 @@ def add_config_arguments(parser: argparse.ArgumentParser, config: type[Config], 
         group.add_argument(flag_of(field), **kwargs)
     for member, options in config.all_extension_options():
         add_config_arguments(parser, options, title=f"{member} options")
+    if config.protocol_stage is not None and title is None:
+        from knowpack.protocols import PROTOCOLS
+
+        parser.add_argument("--protocol", choices=PROTOCOLS, default=argparse.SUPPRESS,
+                            help="start from a named protocol's settings (study: the study's, docs/study-fidelity.md);"
+                            " options given here override it")
 
 
 def config_from_args(config: type[Config], args: argparse.Namespace) -> Config:
     """Build ``config`` from parsed arguments; an invalid value is a one-line error naming its flag."""
     given = vars(args)
-    names = {f.name: f for f in dataclasses.fields(config)}
-    kwargs = {name: given[name] for name in names if name in given and name != "options"}
-    hints = field_types(config)
-    for name, value in list(kwargs.items()):
-        kind, _ = _parts(hints[name])
-        if typing.get_origin(kind) is tuple and isinstance(value, list):  # repeatable / nargs: split each item
-            split = names[name].metadata.get("split")
-            kwargs[name] = [p.strip() for v in value for p in (v.split(split) if split else [v]) if p.strip()]
-    extension = {f.name: f for _, options in config.all_extension_options() for f in dataclasses.fields(options)}
-    options = {name: given[name] for name in extension if name in given}
-    for name, value in list(options.items()):
-        split = extension[name].metadata.get("split")
-        if isinstance(value, list):
-            options[name] = [p.strip() for v in value for p in (v.split(split) if split else [v]) if p.strip()]
-    if options:
-        kwargs["options"] = options
+    fields = {f.name: f for f in dataclasses.fields(config) if f.name != "options"}
+    fields.update({f.name: f for _, options in config.all_extension_options() for f in dataclasses.fields(options)})
+    values = {name: given[name] for name in fields if name in given}
+    for name, value in list(values.items()):
+        if isinstance(value, list):  # repeatable flags and nargs: each item may itself be a separated list
+            split = fields[name].metadata.get("split")
+            values[name] = [p.strip() for v in value for p in (v.split(split) if split else [v]) if p.strip()]
     try:
-        return config(**kwargs)
+        return config.build(values, given.get("protocol"))
     except ConfigError as err:
-        field = names.get(err.name) or extension.get(err.name)
+        field = fields.get(err.name)
         raise err.renamed(flag_of(field) if field is not None and not field.metadata.get("positional") else err.name)
 
 

@@ -104,6 +104,8 @@ class Config:
 
     # (field naming the member, registry) when members of a registry bring their own ``Options``; see module doc.
     extensions: ClassVar[tuple[str, Any] | None] = None
+    # the stage name under which ``knowpack.protocols`` presets this config (None: no protocol applies)
+    protocol_stage: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
         hints = field_types(type(self))
@@ -164,30 +166,45 @@ class Config:
     # -- building from untyped values (YAML)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], where: str = "", **fixed: Any) -> Config:
+    def from_dict(cls, values: Mapping[str, Any], where: str = "", protocol: str | None = None,
+                  **fixed: Any) -> Config:
         """A config from YAML values: unknown keys refused, each value checked by its field's type, errors naming
-        ``where.key``. Keys that belong to extension options go into ``options``."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"options"}
-        extension = {f.name for _, options in cls.all_extension_options() for f in dataclasses.fields(options)}
+        ``where.key``; ``protocol`` fills in a protocol's settings where ``values`` sets none."""
         prefix = f"{where}." if where else ""
-        kwargs: dict[str, Any] = dict(fixed)
-        options: dict[str, Any] = {}
-        for key, value in values.items():
+        known = cls.value_names() - set(fixed)
+        for key in values:
             if key in fixed:
                 raise ConfigError(f"{prefix}{key}", "set by knowpack here; remove it")
-            if key in names:
-                kwargs[key] = value
-            elif key in extension:
-                options[key] = value
-            else:
-                known = sorted((names | extension) - set(fixed))
-                raise ConfigError(f"{prefix}{key}", f"unknown key (known: {', '.join(known)})")
-        if options:
-            kwargs["options"] = options
+            if key not in known:
+                raise ConfigError(f"{prefix}{key}", f"unknown key (known: {', '.join(sorted(known))})")
         try:
-            return cls(**kwargs)
+            return cls.build({**values, **fixed}, protocol)
         except ConfigError as err:
             raise err.renamed(f"{prefix}{err.name}") from None
+
+    @classmethod
+    def value_names(cls) -> set[str]:
+        """Every name a flat mapping of values may use: the fields and the extension members' options."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        return names | {f.name for _, options in cls.all_extension_options() for f in dataclasses.fields(options)}
+
+    @classmethod
+    def build(cls, values: Mapping[str, Any], protocol: str | None = None) -> Config:
+        """The config from a flat mapping (fields and extension options side by side), after the protocol's
+        settings are filled in where ``values`` has none (``knowpack.protocols``)."""
+        values = dict(values)
+        if protocol is not None:
+            from knowpack import protocols
+
+            if cls.protocol_stage is None:
+                raise ConfigError("protocol", f"does not apply to {cls.__name__}")
+            values = protocols.apply(cls.protocol_stage, protocol, values)
+        names = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        kwargs = {k: v for k, v in values.items() if k in names}
+        options = {k: v for k, v in values.items() if k not in names}
+        if options:
+            kwargs["options"] = options
+        return cls(**kwargs)
 
     def result_dict(self) -> dict[str, Any]:
         """The fields that change results (the run key), extension options included with their defaults."""

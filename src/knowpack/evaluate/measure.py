@@ -78,7 +78,8 @@ def evaluate_loaded(loaded: LoadedModel, config: EvaluateConfig) -> Evaluation:
     paraphrases = heldout_paraphrase_questions(questions, train_set, run.unknown_ids, config.heldout_paraphrases)
     probe_questions = folder.file(PROBE_QUESTIONS_FILE)
     if not probe_questions.is_file():
-        write_parquet(probe_questions, pd.concat([facts, paraphrases], ignore_index=True)[QUESTIONS_SCHEMA.names])
+        write_parquet(probe_questions, pd.concat([facts, paraphrases], ignore_index=True)[QUESTIONS_SCHEMA.names],
+                      schema=QUESTIONS_SCHEMA)
     probe_dirs = {e: folder.file(f"{PROBE_LABELS_DIR}/{epoch_dir(e)}") for e in [0, *run.epochs]}
     label_with_base_settings(loaded, base, probe_questions,
                              [(path, run.epochs.get(e)) for e, path in probe_dirs.items()], greedy_only=True)

@@ -24,6 +24,8 @@ SHIFT_EPOCHS = ("last", "all")
 class EvaluateConfig(Config):
     """Evaluation of one training run; the metrics' own settings (``options``) come from their modules."""
 
+    protocol_stage = "evaluate"
+
     extensions = (None, METRICS)
 
     run: Path = option(help="training run folder from `knowpack train`", positional=True, metavar="RUN",

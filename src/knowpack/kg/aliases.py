@@ -1,8 +1,9 @@
-"""Answer aliases: the raw names a correct answer may use, then their normalised forms; never empty strings.
+"""Answer aliases: the names a correct answer may use; never empty strings.
 
-Raw names come first (the answer itself, then labels, redirects or alternate names in source order) so a capped
-list keeps the most canonical ones; normalised forms (``text.normalize``: lower-case, no articles or punctuation,
-accents folded) follow for the names that have them.
+Names are kept by their *form* (``text.normalize``: what matching compares): "USA", "U.S.A." and "usa" are one
+form, kept under its first spelling, so a cap on aliases counts forms a model could answer, not spellings. The
+answer comes first, then the other names in the order the caller gives (curated source order, or DBpedia
+redirects ranked shortest first); each kept name is followed by its normalised form where that differs.
 """
 
 from __future__ import annotations
@@ -21,20 +22,25 @@ def without_qualifier(label: str) -> str:
     return _QUALIFIER.sub("", label).strip()
 
 
-def build_aliases(answer: str, names: Iterable[str] = (), max_aliases: int = MAX_ALIASES) -> list[str]:
-    """``answer`` first, then distinct ``names``, then normalised forms; at most ``max_aliases``, none empty."""
-    raw: list[str] = []
-    seen: set[str] = set()
+def distinct_names(answer: str, names: Iterable[str] = ()) -> list[str]:
+    """``answer`` (and its title without a qualifier), then ``names``: one spelling per normalised form."""
+    kept: list[str] = []
+    forms: set[str] = set()
     for name in (answer, without_qualifier(answer), *names):
         name = " ".join(str(name).split())
-        if name and name not in seen and normalize(name):
-            seen.add(name)
-            raw.append(name)
-    raw = raw[: max(1, max_aliases // 2)]
-    aliases = list(raw)
-    for name in raw:
+        form = normalize(name)
+        if form and form not in forms:
+            forms.add(form)
+            kept.append(name)
+    return kept
+
+
+def build_aliases(answer: str, names: Iterable[str] = (), max_aliases: int = MAX_ALIASES) -> list[str]:
+    """The first ``max_aliases`` distinct forms of ``distinct_names``, each spelling with its normalised form."""
+    aliases: list[str] = []
+    for name in distinct_names(answer, names)[:max_aliases]:
+        aliases.append(name)
         folded = normalize(name)
-        if folded not in seen:
-            seen.add(folded)
+        if folded != name and folded not in aliases:
             aliases.append(folded)
-    return aliases[:max_aliases]
+    return aliases

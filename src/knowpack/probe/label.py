@@ -23,7 +23,7 @@ from knowpack.models import LoadedModel
 from knowpack.probe.backends import BACKENDS, Decoding, Job
 from knowpack.probe.folder import CATEGORIES, LABELS_FILE, LABELS_SCHEMA, RESPONSES_FILE, RESPONSES_SCHEMA, LabelFolder
 from knowpack.probe.prompts import FORMAT_VERSION, PromptSet, PromptSettings, pool_fingerprint
-from knowpack.probe.stage import LabelConfig, LabelTarget, Questions, read_probe_questions
+from knowpack.probe.stage import LabelConfig, LabelTarget, Questions, exemplars_to_drop, read_probe_questions
 from knowpack.probe.store import ResponseStore, item_key
 from knowpack.runfolder import MANIFEST, atomic_path, open_run, read_manifest, sha256_file, write_parquet
 from knowpack.text import extract_answer, match_lenient, match_strict
@@ -39,10 +39,12 @@ def label_targets(loaded: LoadedModel, config: LabelConfig, targets: Sequence[La
     if len({Path(t.out).resolve() for t in targets}) != len(targets):
         raise InputError("label targets: two targets write the same folder")
     questions = read_probe_questions(config.questions, config.exemplars)
+    config = dataclasses.replace(config, drop_exemplars=exemplars_to_drop(config, questions))
     chat = loaded.chat if config.chat is None else config.chat
     if chat and loaded.tokenizer.chat_template is None:
         raise InputError(f"{loaded.spec}: has no chat template; label it with chat off (--no-chat)")
-    settings = PromptSettings(config.n_prompts, config.shots, config.exemplars, config.exemplar_seed, chat)
+    settings = PromptSettings(config.n_prompts, config.shots, config.exemplars, config.exemplar_seed, chat,
+                              config.drop_exemplars)
     decoding = config.decoding()
     decoding.validate()
     prompts = PromptSet(loaded.tokenizer, settings, questions.questions, questions.relations, questions.answers)

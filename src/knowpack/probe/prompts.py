@@ -103,13 +103,18 @@ def training_example(tokenizer, question: str, answer: str, chat: bool) -> tuple
 
 @dataclass(frozen=True)
 class PromptSettings:
-    """Everything that decides the prompt text (besides the questions and the tokenizer)."""
+    """Everything that decides the prompt text (besides the questions and the tokenizer). ``excluded``: indices
+    of pool exemplars left out (contaminated ones); the prompt sets are cut from the pool that remains."""
 
     n_prompts: int = 10
     shots: int = 4
     policy: str = "pool"
     seed: int = 0
     chat: bool = True
+    excluded: tuple[int, ...] = ()
+
+    def pool(self) -> tuple[Exemplar, ...]:
+        return tuple(e for i, e in enumerate(exemplar_pool()) if i not in set(self.excluded))
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
@@ -117,14 +122,14 @@ class PromptSettings:
         if self.n_prompts < 1 or self.shots < 0:
             raise InputError(f"n_prompts={self.n_prompts}, shots={self.shots}: need at least 1 prompt and 0 shots")
         needed = self.n_prompts * self.shots
-        if needed > len(exemplar_pool()):
-            raise InputError(
-                f"{self.n_prompts} prompts × {self.shots} shots need {needed} pool exemplars; "
-                f"the pool has {len(exemplar_pool())}"
-            )
+        if needed > len(self.pool()):
+            left = f" ({len(self.excluded)} left out as contaminated)" if self.excluded else ""
+            raise InputError(f"{self.n_prompts} prompts × {self.shots} shots need {needed} pool exemplars; "
+                             f"the pool has {len(self.pool())}{left}")
 
     def fingerprint(self) -> str:
-        blob = f"{FORMAT_VERSION}|{self.n_prompts}|{self.shots}|{self.policy}|{self.seed}|{self.chat}|{pool_fingerprint()}"
+        blob = (f"{FORMAT_VERSION}|{self.n_prompts}|{self.shots}|{self.policy}|{self.seed}|{self.chat}|"
+                f"{pool_fingerprint()}|{sorted(self.excluded)}")
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -160,7 +165,7 @@ class PromptSet:
 
     def pool_exemplars(self, prompt_id: int) -> tuple[Exemplar, ...]:
         k = self.settings.shots
-        return exemplar_pool()[k * prompt_id: k * prompt_id + k]
+        return self.settings.pool()[k * prompt_id: k * prompt_id + k]
 
     def exemplar_key(self, prompt_id: int, row: int) -> tuple:
         """A hashable description of the exemplars ``row`` gets under ``prompt_id``."""
@@ -236,3 +241,44 @@ def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
         if a[i] != b[i]:
             return i
     return n
+
+
+# ---------------------------------------------------------------- contamination
+
+
+def contaminated_exemplars(questions: Sequence[str], ids: Sequence[str], aliases: Sequence[Sequence[str]],
+                           subjects: Sequence[str] | None = None,
+                           paraphrases: Sequence[Sequence[str]] | None = None) -> dict[int, str]:
+    """Pool exemplars that give a labelled question away: pool index -> the id of a question it collides with.
+
+    An exemplar collides when its question text equals a question or a paraphrase (after normalisation), or when
+    it asks about a question's subject (the subject's name occurs in it as whole words) and its answer is that
+    question's answer (lenient match on the aliases): the same fact, so that fact could never be Unknown."""
+    from knowpack.text import contains_words, match_lenient, normalize
+
+    texts: dict[str, str] = {}
+    for row, qid in enumerate(ids):
+        texts.setdefault(normalize(questions[row]), qid)
+        for paraphrase in (paraphrases[row] if paraphrases is not None else ()):
+            texts.setdefault(normalize(paraphrase), qid)
+    by_subject: dict[str, list[int]] = {}
+    for row, subject in enumerate(subjects or ()):
+        key = normalize(subject)
+        if key:
+            by_subject.setdefault(key, []).append(row)
+    longest = max((len(key.split()) for key in by_subject), default=0)
+    found: dict[int, str] = {}
+    for index, exemplar in enumerate(exemplar_pool()):
+        text = normalize(exemplar.question)
+        if text in texts:
+            found[index] = texts[text]
+            continue
+        words = text.split()
+        grams = {" ".join(words[i:i + n]) for n in range(1, longest + 1) for i in range(len(words) - n + 1)}
+        for gram in grams & by_subject.keys():
+            row = next((r for r in by_subject[gram] if contains_words(text, gram)
+                        and match_lenient(exemplar.answer, aliases[r])), None)
+            if row is not None:
+                found[index] = ids[row]
+                break
+    return found

@@ -32,6 +32,8 @@ class LabelConfig(Config):
     """Settings of a labelling run. Adapter and questions enter the run key through their fingerprints (adapter
     file sha256, questions file sha256), not their paths; the model through its spec and weights fingerprint."""
 
+    protocol_stage = "label"
+
     questions: Path = option(help="questions.parquet or a question set folder", metavar="QUESTIONS",
                              affects_results=False)
     out: Path = out_option("label folder to write (or resume)")
@@ -44,6 +46,12 @@ class LabelConfig(Config):
                             help="pool: the fixed exemplar pool (the study); same-relation: other questions of the "
                             "relation (SliCK)")
     exemplar_seed: int = option(0, help="seeds the same-relation exemplar draw")
+    contaminated: str = option("refuse", choices=("refuse", "drop"), affects_results=False,
+                               help="a pool exemplar that asks a question being labelled (same text, or same subject "
+                               "and answer): refuse to label, or drop it and use the next pool exemplars")
+    drop_exemplars: tuple[int, ...] = option((), split=",", minimum=0, metavar="INDICES",
+                                             help="pool exemplars to leave out, by index (--contaminated drop adds "
+                                             "the contaminated ones; recorded so evaluation reuses the same prompts)")
     n_samples: int = option(16, help="sampled answers per prompt (0: greedy only)", flag="--samples", minimum=0)
     temperature: float = option(0.5, help="sampling temperature", above=0)
     sample_seed: int = option(0, help="seeds the samples (each answer has its own stream)")
@@ -82,6 +90,8 @@ class Questions:
     aliases: list[list[str]]
     relations: list[str] | None
     answers: list[str] | None
+    subjects: list[str] | None = None
+    paraphrases: list[list[str]] | None = None
 
 
 def read_probe_questions(path: Path, exemplars: str) -> Questions:
@@ -95,12 +105,37 @@ def read_probe_questions(path: Path, exemplars: str) -> Questions:
             raise InputError(f"{source}: question {qid!r} has no non-empty answer alias")
         if need_relations and not answer.strip():
             raise InputError(f"{source}: question {qid!r} has an empty answer")
-    return Questions(cols["id"], cols["question"], cols["aliases"], cols.get("relation"), cols.get("answer"))
+    extra = {c: table.column(c).to_pylist() for c in ("subject", "paraphrases") if c in table.column_names}
+    return Questions(cols["id"], cols["question"], cols["aliases"], cols.get("relation"), cols.get("answer"),
+                     extra.get("subject"), extra.get("paraphrases"))
+
+
+def exemplars_to_drop(config: LabelConfig, questions: Questions) -> tuple[int, ...]:
+    """The pool exemplars to leave out: ``drop_exemplars`` plus, with ``contaminated: drop``, every exemplar the
+    prompts would use that gives a labelled question away (dropping one brings later ones into use, so this
+    repeats until the used ones are clean). With ``contaminated: refuse`` a collision is a one-line error."""
+    from knowpack.probe.prompts import PromptSettings, contaminated_exemplars, exemplar_pool
+
+    found = contaminated_exemplars(questions.questions, questions.ids, questions.aliases, questions.subjects,
+                                   questions.paraphrases)
+    dropped = set(config.drop_exemplars)
+    while True:
+        used = [i for i in range(len(exemplar_pool())) if i not in dropped][: config.n_prompts * config.shots]
+        bad = [i for i in used if i in found]
+        if not bad:
+            return tuple(sorted(dropped))
+        if config.contaminated == "refuse":
+            exemplar = exemplar_pool()[bad[0]]
+            raise InputError(f"{questions_file(config.questions)}: few-shot exemplar {bad[0]} ({exemplar.question!r} "
+                             f"→ {exemplar.answer!r}) gives away question {found[bad[0]]!r}; pass --contaminated drop "
+                             "to leave such exemplars out")
+        dropped.update(bad)
+        PromptSettings(config.n_prompts, config.shots, excluded=tuple(dropped)).validate()  # pool not exhausted
 
 
 def run(config: LabelConfig):
     """Label the questions with ``config.model`` (and ``config.adapter``); returns the label folder."""
-    read_probe_questions(config.questions, config.exemplars)  # a bad questions file fails before a model loads
+    exemplars_to_drop(config, read_probe_questions(config.questions, config.exemplars))  # fail before a load
     from knowpack.models import load_model
 
     loaded = load_model(config.model, device=config.device, dtype=config.dtype,

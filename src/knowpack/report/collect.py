@@ -56,6 +56,7 @@ def collect(source: Path) -> ReportData:
     else:
         raise InputError(f"{source}: neither a sweep folder (no {INDEX_FILE}) nor a training run folder")
     runs["evaluated"] = [is_complete(Path(d) / EVAL_DIR) for d in runs["run_dir"]]
+    runs["protocol"] = [_protocol(Path(d)) for d in runs["run_dir"]]
     data = ReportData(source=source, kind=kind, runs=runs)
     parts: dict[str, list[pd.DataFrame]] = {}
     for row in runs[runs["evaluated"]].itertuples():
@@ -89,6 +90,22 @@ def _single_run(run_dir: Path) -> pd.DataFrame:
             "run_dir": str(run_dir.resolve()),
         }]
     )
+
+
+def _protocol(run_dir: Path) -> str:
+    """How the run's training (and its base labels') settings relate to the protocols, e.g. 'study' or
+    'study except rank=8'; empty for a run not started."""
+    from knowpack import protocols
+    from knowpack.errors import KnowpackError
+
+    try:
+        manifest = read_manifest(run_dir)
+        labels = TrainRun(run_dir, verify=False).labels().settings if manifest.get("complete") else {}
+    except KnowpackError:
+        return ""
+    train = protocols.describe("train", manifest.get("config", {}))
+    label = protocols.describe("label", labels) if labels else None
+    return train if label in (None, train) else f"labels: {label}; training: {train}"
 
 
 # ---------------------------------------------------------------- helpers for the metrics' collect

@@ -78,7 +78,8 @@ def draw(data, out: Path) -> list:
     from knowpack.report.html import Section
 
     sections = [section for metric in in_order() for section in metric.sections(data, out)]
-    sections.append(Section("Runs", "Every run of the sweep with its status; only evaluated runs enter the figures.",
+    sections.append(Section("Runs", "Every run of the sweep with its status and protocol (its settings compared "
+                            "with the study's, docs/study-fidelity.md); only evaluated runs enter the figures.",
                             tables=(("Runs", _runs_table(data)),)))
     return [s for s in sections if s.figure is not None or any(len(t) for _, t in s.tables)]
 
@@ -86,8 +87,8 @@ def draw(data, out: Path) -> list:
 def _runs_table(data):
     from knowpack.sweep.spec import mixture_label
 
-    columns = [c for c in ("run_id", "unknown", "mixture", "seed", "status", "epochs_done", "seconds", "error")
-               if c in data.runs]
+    columns = [c for c in ("run_id", "unknown", "mixture", "seed", "protocol", "status", "epochs_done", "seconds",
+                           "error") if c in data.runs]
     table = data.runs[columns].copy()
     table["mixture"] = table["mixture"].map(mixture_label)
     if "seconds" in table:

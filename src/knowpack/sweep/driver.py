@@ -71,7 +71,7 @@ def run_sweep(spec: SweepSpec, executor=None, *, overwrite: bool = False) -> Swe
 
 def sweep_key(spec: SweepSpec) -> dict:
     """What makes two sweeps the same folder: everything but the grid (a grown grid resumes in place)."""
-    return {
+    key = {
         "model": spec.model,
         "trust_remote_code": spec.trust_remote_code,
         "make_questions": spec.make_questions,
@@ -79,16 +79,21 @@ def sweep_key(spec: SweepSpec) -> dict:
         "train": spec.train,
         "evaluate": spec.evaluate,
     }
+    key.update({name: value for name, value in (("make_paraphrases", spec.make_paraphrases),
+                                                 ("protocol", spec.protocol)) if value is not None})
+    return key
 
 
 def describe(spec: SweepSpec) -> dict:
     """The sweep as run (paths resolved, ranges expanded): a copy kept in the sweep folder."""
     data = {"questions": str(spec.questions) if spec.questions else None,
             "labels": str(spec.labels) if spec.labels else None}
-    make = {k: v for k, v in (("questions", spec.make_questions), ("labels", spec.make_labels)) if v is not None}
+    make = {k: v for k, v in (("questions", spec.make_questions), ("paraphrases", spec.make_paraphrases),
+                              ("labels", spec.make_labels)) if v is not None}
     return {
         "name": spec.name,
         "model": spec.model,
+        "protocol": spec.protocol,
         "device": spec.device,
         "dtype": spec.dtype,
         "trust_remote_code": spec.trust_remote_code,
@@ -115,12 +120,16 @@ def prepare_data(spec: SweepSpec, sweep_dir: Path) -> tuple[Path, Path]:
     """The questions file and label folder: given, or made inside ``SWEEP_DIR/data/`` (resumed if half done).
     Labels are made on this process's base model, which the local executor then reuses for every run."""
     from knowpack.kg import stage as questions_stage
+    from knowpack.paraphrase import stage as paraphrase_stage
     from knowpack.probe import stage as label_stage
 
-    questions_config, label_config = spec.data_configs(sweep_dir)
+    questions_config, paraphrase_config, label_config = spec.data_configs(sweep_dir)
     questions = spec.questions
     if questions_config is not None:
         questions = questions_stage.run(questions_config).file("questions.parquet")
+    if paraphrase_config is not None:
+        loaded = base_model(spec.model, spec.device, spec.dtype, spec.trust_remote_code)
+        questions = paraphrase_stage.run_loaded(loaded, paraphrase_config).file("questions.parquet")
     labels = spec.labels
     if label_config is not None:
         labels = label_config.out
@@ -152,6 +161,8 @@ def check_pools(spec: SweepSpec, runs: list[RunSpec], questions: Path, labels: P
             sample_facts(pool, config.unknown, [parse_extra(item) for item in config.extra], config.seed,
                          allow_repeat=config.allow_repeat, extra_pool=extra_pools.get(config.extra_pool))
         except InputError as err:
+            hint = ("; add `data: make: paraphrases: {k: N}` to the sweep file to generate them first"
+                    if "paraphrase" in str(err) and spec.make_paraphrases is None else "")
             raise InputError(
-                f"grid: unknown={config.unknown} with mixture {run.params['mixture']} cannot be drawn: {err}"
+                f"grid: unknown={config.unknown} with mixture {run.params['mixture']} cannot be drawn: {err}{hint}"
             ) from err

@@ -19,9 +19,11 @@ Schema (paths relative to the YAML file; see examples/study_grid.yaml and exampl
     data:                              # questions + labels, either given ...
       questions: path/questions.parquet
       labels: path/label_folder
-      make:                            # ... or made in SWEEP_DIR/data/ (QuestionsConfig / LabelConfig fields)
+      make:                            # ... or made in SWEEP_DIR/data/ (the stages' config fields)
         questions: {source: embedded, per_bucket: 8}
+        paraphrases: {k: 13}           # optional: model-written paraphrases before labelling
         labels: {n_prompts: 10, n_samples: 16}
+    protocol: study                    # optional: the study's settings wherever the file sets none
     train: {batch_size: 16, allow_repeat: false, extra_pool: path, ...}   # fixed TrainConfig fields
     evaluate: {benchmarks: [mmlu], limit: 100, ...}                       # fixed EvaluateConfig fields
     grid:                              # each: a value, a list, or a range
@@ -52,9 +54,10 @@ from knowpack.errors import InputError
 from knowpack.runfolder import stable_hash
 from knowpack.train.stage import EXTRA_KINDS, TARGET_PRESETS, TrainConfig
 
-TOP_LEVEL_KEYS = ("name", "model", "device", "dtype", "trust_remote_code", "data", "train", "evaluate", "grid")
+TOP_LEVEL_KEYS = ("name", "model", "protocol", "device", "dtype", "trust_remote_code", "data", "train", "evaluate",
+                  "grid")
 DATA_KEYS = ("questions", "labels", "make")
-MAKE_KEYS = ("questions", "labels")
+MAKE_KEYS = ("questions", "paraphrases", "labels")
 MIXTURE_RANGE_KEYS = ("kinds", "ratios", "none")
 RANGE_KEYS = ("start", "stop", "step", "num", "log")
 # TrainConfig / EvaluateConfig fields the sweep fills in itself: setting them would break the folder layout.
@@ -103,6 +106,8 @@ class SweepSpec:
     make_labels: dict[str, Any] | None = None
     train: dict[str, Any] = field(default_factory=dict)
     evaluate: dict[str, Any] = field(default_factory=dict)
+    make_paraphrases: dict[str, Any] | None = None
+    protocol: str | None = None
     device: str | None = None
     dtype: str | None = None
     trust_remote_code: bool = False
@@ -116,8 +121,8 @@ class SweepSpec:
         the grid or train key the value came from."""
         values = {k: v for k, v in run.params.items() if k != "mixture"}
         try:
-            return TrainConfig.from_dict({**run.train, **values}, model=self.model, device=self.device,
-                                         dtype=self.dtype, extra=tuple(run.extra), **paths)
+            return TrainConfig.from_dict({**run.train, **values}, protocol=self.protocol, model=self.model,
+                                         device=self.device, dtype=self.dtype, extra=tuple(run.extra), **paths)
         except ConfigError as err:
             key = err.name.split(".")[-1]
             raise err.renamed(f"{'grid' if key in values else 'train'}.{key}") from None
@@ -125,24 +130,32 @@ class SweepSpec:
     def evaluate_config(self, run: RunSpec, run_dir: Path):
         from knowpack.evaluate.stage import EvaluateConfig
 
-        return EvaluateConfig.from_dict(run.evaluate, where="evaluate", run=run_dir, device=self.device,
-                                        dtype=self.dtype)
+        return EvaluateConfig.from_dict(run.evaluate, where="evaluate", protocol=self.protocol, run=run_dir,
+                                        device=self.device, dtype=self.dtype)
 
     def data_configs(self, sweep_dir: Path):
-        """The questions and label stage configs the sweep makes its data with (None when the file gives them)."""
+        """The questions, paraphrase and label stage configs the sweep makes its data with, in that order (None
+        for what the file gives): labels are made on the paraphrased set, the set every run trains on."""
         from knowpack.kg.stage import QuestionsConfig
+        from knowpack.paraphrase.stage import ParaphraseConfig
         from knowpack.probe.stage import LabelConfig
 
+        data = sweep_dir / "data"
         questions = None
         if self.make_questions is not None:
             questions = QuestionsConfig.from_dict(self.make_questions, where="data.make.questions",
-                                                  out=sweep_dir / "data" / "questions")
+                                                  out=data / "questions")
+        source = self.questions or data / "questions"
+        paraphrases = None
+        if self.make_paraphrases is not None:
+            paraphrases = ParaphraseConfig.from_dict(self.make_paraphrases, where="data.make.paraphrases",
+                                                     questions=source, out=data / "paraphrases", model=self.model)
+            source = data / "paraphrases"
         labels = None
         if self.make_labels is not None:
-            labels = LabelConfig.from_dict(self.make_labels, where="data.make.labels", model=self.model,
-                                           questions=self.questions or sweep_dir / "data" / "questions",
-                                           out=sweep_dir / "data" / "labels")
-        return questions, labels
+            labels = LabelConfig.from_dict(self.make_labels, where="data.make.labels", protocol=self.protocol,
+                                           model=self.model, questions=source, out=data / "labels")
+        return questions, paraphrases, labels
 
     def check(self) -> None:
         """Build every stage config of the sweep (data, and each run's train and evaluate) before anything runs, so
@@ -216,6 +229,12 @@ def parse_sweep(
     trust = document.get("trust_remote_code", False)
     if not isinstance(trust, bool):
         raise InputError("trust_remote_code: must be true or false")
+    protocol = document.get("protocol")
+    if protocol is not None:
+        from knowpack.protocols import PROTOCOLS, STUDY_SEEDS
+
+        if protocol not in PROTOCOLS:
+            raise InputError(f"protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
 
     data = _mapping(document["data"], "data")
     _refuse_unknown(data, DATA_KEYS, "data.")
@@ -224,6 +243,7 @@ def parse_sweep(
     questions = _path(data.get("questions"), base, "data.questions")
     labels = _path(data.get("labels"), base, "data.labels")
     make_questions = _mapping(make["questions"], "data.make.questions") if "questions" in make else None
+    make_paraphrases = _mapping(make["paraphrases"], "data.make.paraphrases") if "paraphrases" in make else None
     make_labels = _mapping(make["labels"], "data.make.labels") if "labels" in make else None
     if questions is not None and make_questions is not None:
         raise InputError("data: give either questions or make.questions, not both")
@@ -243,6 +263,8 @@ def parse_sweep(
     for section, options in (("train", train), ("evaluate", evaluate)):
         _refuse_reserved(options, SET_BY_SWEEP[section], section, "the sweep sets it for each run")
     grid = parse_grid(_mapping(document["grid"], "grid"))
+    if protocol == "study" and "seed" not in document["grid"]:
+        grid["seed"] = list(STUDY_SEEDS)  # the study's three seeds per condition
     overlap = sorted(set(train) & set(grid))
     if overlap:
         raise InputError(f"train.{overlap[0]}: also a grid parameter; set it in one place")
@@ -254,7 +276,9 @@ def parse_sweep(
         questions=questions,
         labels=labels,
         make_questions=make_questions,
+        make_paraphrases=make_paraphrases,
         make_labels=make_labels,
+        protocol=protocol,
         train=train,
         evaluate=evaluate,
         device=document.get("device"),
@@ -441,9 +465,10 @@ def expand(config: SweepSpec) -> list[RunSpec]:
 
 def run_id(config: SweepSpec, params: Mapping[str, Any]) -> str:
     """A readable prefix (facts, mixture, seed) and a hash of everything that shapes the run's result."""
-    digest = stable_hash(
-        {"model": config.model, "params": dict(params), "train": config.train, "evaluate": config.evaluate}, 10
-    )
+    shaped_by = {"model": config.model, "params": dict(params), "train": config.train, "evaluate": config.evaluate}
+    if config.protocol is not None:  # only then: the ids of sweeps without a protocol stay what they were
+        shaped_by["protocol"] = config.protocol
+    digest = stable_hash(shaped_by, 10)
     mixture = params["mixture"].replace(":", "").replace("+", "_").replace("highly-known", "hk").replace(
         "maybe-known", "mk").replace("weakly-known", "wk").replace("paraphrase", "para")
     seed = f"-s{params['seed']}" if "seed" in params else ""

@@ -41,6 +41,8 @@ def parse_extra(text: str) -> tuple[str, int]:
 class TrainConfig(Config):
     """One packing run. Paths are hashed as inputs and the model by its fingerprint, so they stay out of the key."""
 
+    protocol_stage = "train"
+
     labels: Path = option(help="label folder from `knowpack label`", metavar="DIR", affects_results=False)
     out: Path = out_option()
     questions: Path | None = option(None, help="questions.parquet (default: the one the labels were made from)",

@@ -113,7 +113,7 @@ class RefusalOptions(Config):
         RefusalDetector.default(self.refusal_patterns)  # an invalid regex is refused now, not after labelling
 
 
-def detector(ctx: MetricContext) -> RefusalDetector:
+def detector_of(ctx: MetricContext) -> RefusalDetector:
     """The run's refusal detector (the lexicon plus the user's patterns), shared by the metrics that need one."""
     return RefusalDetector.default(ctx.config.options_of(RefusalOptions).refusal_patterns)
 
@@ -128,7 +128,7 @@ class Refusals(Metric):
     Options = RefusalOptions
 
     def compute(self, ctx: MetricContext) -> dict[str, pd.DataFrame]:
-        found = detector(ctx)
+        found = detector_of(ctx)
         rows = [{"epoch": 0, **refusal_rates(ctx.base_responses, found)}]
         rows += [{"epoch": epoch, **refusal_rates(responses, found)} for epoch, (responses, _) in sorted(ctx.after.items())]
         return {"refusals": epoch_first(pd.DataFrame(rows))}

@@ -3,12 +3,18 @@
 For every shifted question (lenient category before ≠ after) four candidate reasons are checked, each on the
 greedy answers of *every* prompt (the study looked at the first prompt only):
 
-* ``lost_refusal``: the base model refused it under at least one prompt and the adapter refuses under none;
-* ``exploded_answer``: one of its answers after training is an exploded answer (see ``collapse``);
-* ``target_leakage``: one of its answers after training contains a trained target (normalised, whole words);
-* ``same_domain``: its relation's domain is the domain of a trained fact's relation (``undefined`` never counts).
+* ``lost_refusal`` (positive shifts only, as in the study): the base model refused it under at least one prompt
+  and the adapter refuses under none;
+* ``exploded_answer``: one of its answers after training contains an exploded answer (see ``collapse``; whole
+  words, as the study's containment test);
+* ``target_leakage``: one of its answers after training contains the answer of a packed fact (any alias of a
+  trained Unknown fact, normalised, whole words — never the rendered training target, which in chat mode is a
+  whole assistant turn);
+* ``same_domain``: its relation's domain is the domain of a packed fact's relation (``undefined`` never counts).
 
-``explained`` = at least one reason holds. Shares are over the shifted questions of a row's transition.
+The packed facts are the trained Unknown facts, as in the study: the HighlyKnown extras and paraphrase rows of a
+mixture do not make their answers or domains "trained". ``explained`` = at least one reason holds. Shares are over
+the shifted questions of a row's transition.
 """
 
 from __future__ import annotations
@@ -21,8 +27,7 @@ import pyarrow as pa
 
 from knowpack.evaluate.metrics import Figure, Metric, MetricContext, epoch_first, register
 from knowpack.evaluate.metrics.collapse import greedy_answers
-from knowpack.evaluate.metrics.refusals import RefusalDetector, refused_questions
-from knowpack.evaluate.metrics.refusals import detector as refusal_detector
+from knowpack.evaluate.metrics.refusals import RefusalDetector, detector_of, refused_questions
 from knowpack.evaluate.metrics.shift import SHORT, direction, paired_categories
 from knowpack.lazy import lazy
 from knowpack.text import normalize
@@ -44,15 +49,15 @@ SPILLOVER_SUMMARY_SCHEMA = pa.schema([("epoch", pa.int32()), ("scope", pa.string
                                       ("explained", pa.float64())])
 
 
-class TargetFinder:
-    """Finds trained targets inside answers by looking up the answer's word n-grams in a set of targets."""
+class PhraseFinder:
+    """Finds phrases (trained answers, exploded answers) inside answers by looking up the answer's word n-grams."""
 
-    def __init__(self, targets: Iterable[str]):
-        self.targets = {t for t in (normalize(x) for x in targets) if t}
+    def __init__(self, phrases: Iterable[str]):
+        self.targets = {t for t in (normalize(x) for x in phrases) if t}
         self.longest = max((len(t.split()) for t in self.targets), default=0)
 
     def find(self, answer_key: str) -> str:
-        """The longest trained target that occurs in the normalised answer on word boundaries, else ''."""
+        """The longest phrase that occurs in the normalised answer on word boundaries, else ''."""
         words = answer_key.split()
         for size in range(min(self.longest, len(words)), 0, -1):
             for start in range(len(words) - size + 1):
@@ -68,27 +73,29 @@ def spillover_questions(
     before: pd.DataFrame,
     after: pd.DataFrame,
     *,
-    trained_ids: set[str],
-    train_targets: Iterable[str],
+    packed_ids: list[str],
     exploded_keys: set[str],
     detector: RefusalDetector,
 ) -> pd.DataFrame:
     """One row per shifted question: question_id, before, after, transition, direction, trained, bucket, relation,
-    relation_domain, the four reasons, explained, answer (prompt 0's greedy answer after), leaked_target."""
+    relation_domain, the four reasons, explained, answer (prompt 0's greedy answer after), leaked_target.
+    ``packed_ids``: the trained Unknown facts; ``pairs['trained']`` marks any question of the train set."""
     shifted = pairs[pairs["before"] != pairs["after"]].copy()
     shifted["direction"] = direction(shifted["before"], shifted["after"])
     shifted["transition"] = shifted["before"].map(SHORT) + "→" + shifted["after"].map(SHORT)
-    domains = questions.set_index("id")["relation_domain"]
-    shifted["relation_domain"] = shifted["question_id"].map(domains).fillna(UNDEFINED_DOMAIN)
-    trained_domains = set(domains.reindex(sorted(trained_ids)).dropna()) - {UNDEFINED_DOMAIN}
+    by_id = questions.set_index("id")
+    shifted["relation_domain"] = shifted["question_id"].map(by_id["relation_domain"]).fillna(UNDEFINED_DOMAIN)
+    packed = by_id.reindex(sorted(packed_ids)).dropna(subset=["relation_domain"])
+    packed_domains = set(packed["relation_domain"]) - {UNDEFINED_DOMAIN}
+    packed_answers = [alias for aliases in packed["aliases"] for alias in aliases]
 
     ids = set(shifted["question_id"])
     refused_before = refused_questions(before[before["question_id"].isin(ids)], detector)
     refused_after = refused_questions(after[after["question_id"].isin(ids)], detector)
-    answers = greedy_answers(after[after["question_id"].isin(ids)])
-    finder = TargetFinder(train_targets)
-    answers["leaked"] = answers["key"].map(finder.find)
-    answers["exploded"] = answers["key"].isin(exploded_keys)
+    answers = greedy_answers(after[after["question_id"].isin(ids)], detector)
+    answers["leaked"] = answers["key"].map(PhraseFinder(packed_answers).find)
+    exploded = PhraseFinder(exploded_keys)
+    answers["exploded"] = answers["key"].map(lambda key: exploded.find(key) != "")
     answers = answers.sort_values(["question_id", "prompt_id"])
     per_question = answers.groupby("question_id").agg(
         exploded_answer=("exploded", "any"),
@@ -97,11 +104,12 @@ def spillover_questions(
     )
 
     qid = shifted["question_id"]
-    shifted["lost_refusal"] = (qid.map(refused_before).fillna(0) > 0) & (qid.map(refused_after).fillna(0) == 0)
+    shifted["lost_refusal"] = ((shifted["direction"] > 0) & (qid.map(refused_before).fillna(0) > 0)
+                               & (qid.map(refused_after).fillna(0) == 0))
     shifted["exploded_answer"] = qid.map(per_question["exploded_answer"]).fillna(False).astype(bool)
     shifted["leaked_target"] = qid.map(per_question["leaked_target"]).fillna("").astype(str)
     shifted["target_leakage"] = shifted["leaked_target"] != ""
-    shifted["same_domain"] = shifted["relation_domain"].isin(trained_domains)
+    shifted["same_domain"] = shifted["relation_domain"].isin(packed_domains)
     shifted["explained"] = shifted[list(REASONS)].any(axis=1)
     shifted["answer"] = qid.map(per_question["answer"]).fillna("").astype(str)
     columns = ["question_id", "before", "after", "transition", "direction", "trained", "bucket", "relation",
@@ -135,14 +143,13 @@ class Spillover(Metric):
     tables = {"spillover": SPILLOVER_SCHEMA, "spillover_summary": SPILLOVER_SUMMARY_SCHEMA}
 
     def compute(self, ctx: MetricContext) -> dict[str, pd.DataFrame]:
-        found = refusal_detector(ctx)
+        found = detector_of(ctx)
         exploded = ctx.tables["exploded"]
-        targets = ctx.train_set["target"].tolist()
         questions, summaries = [], []
         for epoch, (responses, labels) in sorted(ctx.after.items()):
             pairs = paired_categories(ctx.base_labels, labels, ctx.questions, ctx.trained_ids, "lenient")
             spill = spillover_questions(pairs, ctx.questions, ctx.base_responses, responses,
-                                        trained_ids=ctx.trained_ids, train_targets=targets,
+                                        packed_ids=ctx.unknown_ids,
                                         exploded_keys=set(exploded.loc[exploded["epoch"] == epoch, "key"]),
                                         detector=found)
             questions.append(spill.assign(epoch=epoch))
