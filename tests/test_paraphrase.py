@@ -39,15 +39,19 @@ def test_input_formats(tmp_path):
     text.write_text("Who wrote Hamlet?\n\nWhat is the capital of Peru?\n")
     table = load_questions(text)
     assert table.column("question").to_pylist() == ["Who wrote Hamlet?", "What is the capital of Peru?"]
-    assert table.column("id").to_pylist() == ["q/0", "q/1"]
+    assert all(i.startswith("custom/") for i in table.column("id").to_pylist())
     lines = tmp_path / "q.jsonl"
     lines.write_text(json.dumps({"question": "Who wrote Hamlet?", "answer": "Shakespeare"}) + "\n")
     assert load_questions(lines).column("aliases").to_pylist() == [["Shakespeare"]]
     lines.write_text('{"answer": "x"}\n')
-    with pytest.raises(InputError, match='line 1 has no "question"'):
+    with pytest.raises(InputError, match="q.jsonl: row 1: no question"):
         load_questions(lines)
-    with pytest.raises(InputError, match="expected a questions.parquet"):
-        load_questions(tmp_path / "q.csv")
+    lines.write_text('{"question": "How many?", "answer": "26", "aliases": "26"}\n')
+    with pytest.raises(InputError, match="row 1: aliases must be a list of strings, not '26'"):
+        load_questions(lines)  # never split into the one-letter aliases '2' and '6'
+    (tmp_path / "q.xml").write_text("<q/>")
+    with pytest.raises(InputError, match="expected a .jsonl, .csv, .parquet or .txt"):
+        load_questions(tmp_path / "q.xml")
 
 
 def test_paraphrase_run_with_a_tiny_model(tmp_path, tiny_model_dir):

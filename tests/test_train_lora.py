@@ -215,8 +215,8 @@ def test_finished_run_is_not_retrained_and_other_config_is_refused(loaded, label
         ({"unknown": -1}, "unknown: -1 must be at least 1"),
         ({"extra": ("highly-known:5",)}, "needs 30 HighlyKnown"),
         ({"extra": ("famous:1",)}, "KIND:K"),
-        ({"targets": "no_such_proj"}, "--targets"),
-        ({"template": "{answer} then {question}"}, "--template"),
+        ({"targets": "no_such_proj"}, "targets: .*no_such_proj"),
+        ({"template": "{answer} then {question}"}, "template: must contain {question} and, after it, {answer}"),
         ({"loss_on": "prompt"}, "loss_on: 'prompt' is not one of answer, all"),
     ],
 )

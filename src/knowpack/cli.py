@@ -183,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"knowpack {command.name}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # one the stage did not name itself: still one line, with the path
+        if args.debug:
+            raise
+        from knowpack.runfolder import os_error
+
+        print(f"knowpack {command.name}: error: {os_error(err, err.filename or 'a file')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"knowpack {command.name}: interrupted; finished work is kept, run the same command to resume",
               file=sys.stderr)

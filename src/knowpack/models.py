@@ -81,10 +81,16 @@ def load_model(
     dtype: str | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    progress: bool = True,
 ) -> LoadedModel:
-    """Load ``spec`` for inference and training. Raises a one-line KnowpackError when it cannot."""
+    """Load ``spec`` for inference and training. Raises a one-line KnowpackError when it cannot; ``progress``
+    False also silences transformers' loading bars (``--no-progress``)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    if not progress:
+        transformers_logging.disable_progress_bar()
 
     folder, fingerprint, chat = resolve_model(spec, trust_remote_code=trust_remote_code)
     target = torch.device(device) if device else default_device()

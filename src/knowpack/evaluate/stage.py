@@ -62,7 +62,8 @@ def run(config: EvaluateConfig):
         raise InputError(f"{training.labels_path}: its manifest names no model; pass --model")
     from knowpack.models import load_model
 
-    loaded = load_model(spec, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    loaded = load_model(spec, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                        progress=config.progress)
     return run_loaded(loaded, config)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from knowpack.errors import InputError
+from knowpack.yamlfile import load_yaml
 
 SLOT = "{subject}"
 PACKAGED = ("dbpedia", "embedded")
@@ -28,12 +29,12 @@ def load_templates(source: str | Path) -> Templates:
     path = Path(source)
     if not path.is_file():
         raise InputError(f"{path}: templates file not found")
+    if path.suffix.lower() != ".json":
+        return _validate(load_yaml(path), str(path))
     try:
-        text = path.read_text("utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
-        raise InputError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} "
-                         f"({str(err).splitlines()[0]})") from err
+        data = json.loads(path.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({str(err).splitlines()[0]})") from err
     return _validate(data, str(path))
 
 

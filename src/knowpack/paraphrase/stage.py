@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from knowpack.cli import Command
-from knowpack.config import (Config, device_option, model_option, option, out_option, overwrite_option,
+from knowpack.config import (Config, ConfigError, device_option, model_option, option, out_option, overwrite_option,
                              progress_option, trust_remote_code_option)
 from knowpack.errors import InputError
+from knowpack.kg.facts_file import read_facts
 from knowpack.kg.folder import QUESTIONS_FILE, QUESTIONS_SCHEMA, ParaphrasedSet, questions_file, read_questions
 from knowpack.runfolder import open_run, write_parquet
 from knowpack.text import match_lenient, normalize
@@ -33,8 +35,9 @@ _NUMBERING = re.compile(r"^\s*(?:(?:\d+[.)]|[-*•]|(?:rewritten |new |rephrased
 
 @dataclass
 class ParaphraseConfig(Config):
-    questions: Path = option(help="questions.parquet, a question set folder, a .jsonl ({question, answer?}) or a "
-                             ".txt (one question per line)", metavar="QUESTIONS", affects_results=False)
+    questions: Path = option(help="a question set (folder or questions.parquet), a file of facts (.jsonl, .csv, "
+                             ".parquet: question, answer?, aliases?) or a .txt of questions", metavar="QUESTIONS",
+                             affects_results=False)
     out: Path = out_option()
     model: str = model_option()
     k: int = option(5, help="paraphrases per question", flag="-k", minimum=1)
@@ -54,7 +57,7 @@ class ParaphraseConfig(Config):
 
     def check(self) -> None:
         if "{question}" not in self.prompt:
-            raise InputError("--prompt must contain {question}")
+            raise ConfigError("prompt", "must contain {question}")
 
 
 def clean_generation(text: str) -> str:
@@ -85,44 +88,13 @@ def accept_paraphrases(candidates: Iterable[str], question: str, aliases: list[s
 
 
 def load_questions(path: str | Path) -> pa.Table:
-    """Any question source as a table with QUESTIONS_SCHEMA's columns (missing ones filled with neutral values)."""
+    """Any question source as a table with QUESTIONS_SCHEMA's columns: a question set (folder or
+    questions.parquet), or a file of facts or bare questions (``kg.facts_file``: .jsonl, .csv, .parquet, .txt)."""
     source = Path(path)
-    if source.is_dir() or source.suffix == ".parquet":
-        rows = read_questions(source, required=("question",)).to_pylist()
-    elif source.suffix in (".jsonl", ".txt"):
-        if not source.is_file():
-            raise InputError(f"{source}: file not found")
-        rows = []
-        for number, line in enumerate(source.read_text("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            if source.suffix == ".txt":
-                rows.append({"question": line.strip()})
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{source}: line {number} is not JSON ({err.msg})") from err
-            if not isinstance(record, dict) or not str(record.get("question", "")).strip():
-                raise InputError(f"{source}: line {number} has no \"question\"")
-            rows.append(record)
-    else:
-        raise InputError(f"{source}: expected a questions.parquet, a run folder, a .jsonl or a .txt file")
-    if not rows:
-        raise InputError(f"{source}: no questions")
-    filled = []
-    for index, row in enumerate(rows):
-        answer = str(row.get("answer") or "")
-        aliases = [a for a in (row.get("aliases") or ([answer] if answer else [])) if a]
-        filled.append({
-            "id": str(row.get("id") or f"q/{index}"), "subject": str(row.get("subject") or ""),
-            "relation": str(row.get("relation") or "custom"), "object": str(row.get("object") or ""),
-            "question": str(row["question"]), "answer": answer, "aliases": aliases,
-            "bucket": str(row.get("bucket") or ""), "popularity": int(row.get("popularity") or 0),
-            "relation_domain": str(row.get("relation_domain") or "undefined"),
-            "template_id": str(row.get("template_id") or ""), "paraphrases": list(row.get("paraphrases") or []),
-        })
-    return pa.Table.from_pylist(filled, schema=QUESTIONS_SCHEMA)
+    if source.is_dir() or (source.suffix == ".parquet" and source.is_file()
+                           and set(QUESTIONS_SCHEMA.names) <= set(pq.read_schema(source).names)):
+        return read_questions(source, required=tuple(QUESTIONS_SCHEMA.names))
+    return read_facts(source, need_answer=False).table
 
 
 def _prompt_ids(loaded, config: ParaphraseConfig, question: str):
@@ -141,8 +113,9 @@ def run(config: ParaphraseConfig) -> ParaphrasedSet:
     _, fingerprint, _ = resolve_model(config.model, trust_remote_code=config.trust_remote_code)
     if _open(config, fingerprint).complete:
         return ParaphrasedSet(config.out)
-    return run_loaded(load_model(config.model, device=config.device, trust_remote_code=config.trust_remote_code),
-                      config)
+    loaded = load_model(config.model, device=config.device, trust_remote_code=config.trust_remote_code,
+                        progress=config.progress)
+    return run_loaded(loaded, config)
 
 
 def _open(config: ParaphraseConfig, fingerprint: str):

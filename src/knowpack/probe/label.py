@@ -90,9 +90,11 @@ def label_targets(loaded: LoadedModel, config: LabelConfig, targets: Sequence[La
 
 
 def check_adapter(folder: Path, loaded: LoadedModel) -> str:
-    """Refuse an adapter trained on another base model (module names and LoRA shapes must fit); return its
-    fingerprint (sha256 of its weights and its config, which holds the scaling)."""
-    from safetensors import safe_open
+    """Refuse an adapter that would not be loaded as trained: weights for modules the base model lacks or with
+    other shapes, weights for modules its ``adapter_config.json`` does not target (peft would silently skip
+    them), targeted modules without weights, an unreadable file. Return its fingerprint (sha256 of its weights and
+    its config, which holds the scaling)."""
+    from safetensors import SafetensorError, safe_open
 
     weights = folder / "adapter_model.safetensors"
     config_path = folder / "adapter_config.json"
@@ -115,25 +117,53 @@ def check_adapter(folder: Path, loaded: LoadedModel) -> str:
             raise InputError(f"{folder}: trained on model {trained_on}, but the loaded model is {loaded.fingerprint}")
     base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
     modules = dict(base.named_modules())
-    with safe_open(str(weights), framework="pt") as handle:
-        for name in handle.keys():
-            if ".lora_A." not in name and ".lora_B." not in name:
-                continue
-            module_name = name.split(".lora_")[0].removeprefix("base_model.model.")
-            module = modules.get(module_name)
-            if module is None:
-                raise InputError(f"{folder}: trained on another base model ({module_name} is not a module of {loaded.spec})")
-            shape = handle.get_slice(name).get_shape()
-            in_features = getattr(module, "in_features", None)
-            out_features = getattr(module, "out_features", None)
-            fits = shape[1] == in_features if ".lora_A." in name else shape[0] == out_features
-            if not fits:
-                raise InputError(
-                    f"{folder}: trained on another base model ({name} has shape {list(shape)}, "
-                    f"{module_name} is {in_features}→{out_features} in {loaded.spec})"
-                )
+    with_weights: set[str] = set()
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            for name in handle.keys():
+                if ".lora_A." not in name and ".lora_B." not in name:
+                    continue
+                module_name = name.split(".lora_")[0].removeprefix("base_model.model.")
+                module = modules.get(module_name)
+                if module is None:
+                    raise InputError(f"{folder}: trained on another base model ({module_name} is not a module of "
+                                     f"{loaded.spec})")
+                shape = handle.get_slice(name).get_shape()
+                in_features = getattr(module, "in_features", None)
+                out_features = getattr(module, "out_features", None)
+                fits = shape[1] == in_features if ".lora_A." in name else shape[0] == out_features
+                if not fits:
+                    raise InputError(
+                        f"{folder}: trained on another base model ({name} has shape {list(shape)}, "
+                        f"{module_name} is {in_features}→{out_features} in {loaded.spec})"
+                    )
+                with_weights.add(module_name)
+    except SafetensorError as err:
+        raise InputError(f"{weights}: not a readable safetensors file ({str(err).splitlines()[0][:200]}); the "
+                         "adapter is damaged or truncated") from err
+    targets = adapter_config.get("target_modules")
+    if targets != "all-linear":
+        targeted = {name for name, module in modules.items()
+                    if hasattr(module, "in_features") and _targets(name, targets)}
+        ignored = sorted(with_weights - targeted)
+        if ignored:
+            raise InputError(f"{folder}: its weights are for {ignored[0]}, which its adapter_config.json does not "
+                             f"target ({targets}); peft would not load them")
+        missing = sorted(targeted - with_weights)
+        if missing:
+            raise InputError(f"{folder}: adapter_config.json targets {missing[0]}, but the weights hold no LoRA "
+                             "tensors for it")
     digest = hashlib.sha256(sha256_file(weights).encode() + b"|" + sha256_file(config_path).encode())
     return digest.hexdigest()
+
+
+def _targets(module_name: str, targets) -> bool:
+    """peft's rule: a string is a regular expression for the whole name; a list names module suffixes."""
+    import re
+
+    if isinstance(targets, str):
+        return re.fullmatch(targets, module_name) is not None
+    return any(module_name == t or module_name.endswith(f".{t}") for t in targets or ())
 
 
 @contextmanager

@@ -139,7 +139,7 @@ def run(config: LabelConfig):
     from knowpack.models import load_model
 
     loaded = load_model(config.model, device=config.device, dtype=config.dtype,
-                        trust_remote_code=config.trust_remote_code)
+                        trust_remote_code=config.trust_remote_code, progress=config.progress)
     return run_loaded(loaded, config)[0]
 
 

@@ -5,7 +5,8 @@ evaluation options, and a ``grid``: for each sweepable parameter a value, a list
 expands to the cross product of its values; every run gets an id hashed from everything that shapes its result,
 so the same run keeps its id (and its finished folder) when a grid grows or is reordered.
 
-The YAML is read with ``yaml.safe_load``. This module checks the envelope (keys, shapes, ranges); the values
+The YAML is read safely (``knowpack.yamlfile``: no tags, duplicate keys refused, aliases bounded), a grid larger
+than ``max_runs`` (default 10 000) is refused before it is expanded, and this module checks the envelope (keys, shapes, ranges); the values
 are checked by the stage configs themselves: every run's ``TrainConfig`` and ``EvaluateConfig`` and the data
 stages' configs are built (``SweepSpec.check``) before anything runs, so a value the CLI refuses is refused here
 with the same message, naming the key it came from.
@@ -47,15 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from knowpack.config import ConfigError, _parts, field_types
 from knowpack.errors import InputError
 from knowpack.runfolder import stable_hash
 from knowpack.train.stage import EXTRA_KINDS, TARGET_PRESETS, TrainConfig
+from knowpack.yamlfile import load_yaml
 
-TOP_LEVEL_KEYS = ("name", "model", "protocol", "device", "dtype", "trust_remote_code", "data", "train", "evaluate",
-                  "grid")
+TOP_LEVEL_KEYS = ("name", "model", "protocol", "device", "dtype", "trust_remote_code", "max_runs", "data", "train",
+                  "evaluate", "grid")
+MAX_RUNS = 10_000  # a larger grid is almost always a typo (a range's step); raise max_runs to mean it
 DATA_KEYS = ("questions", "labels", "make")
 MAKE_KEYS = ("questions", "paraphrases", "labels")
 MIXTURE_RANGE_KEYS = ("kinds", "ratios", "none")
@@ -108,12 +109,19 @@ class SweepSpec:
     evaluate: dict[str, Any] = field(default_factory=dict)
     make_paraphrases: dict[str, Any] | None = None
     protocol: str | None = None
+    max_runs: int = MAX_RUNS
     device: str | None = None
     dtype: str | None = None
     trust_remote_code: bool = False
     source: Path | None = None
 
     def runs(self) -> list[RunSpec]:
+        sizes = {key: len(values) for key, values in self.grid.items()}
+        count = math.prod(sizes.values())
+        if count > self.max_runs:
+            product = " × ".join(f"{n} {key}" for key, n in sizes.items() if n > 1)
+            raise InputError(f"grid: {count:,} runs ({product}), more than max_runs {self.max_runs:,}; raise "
+                             "max_runs in the sweep file (or pass --max-runs) if you mean it")
         return expand(self)
 
     def train_config(self, run: RunSpec, **paths: Any) -> TrainConfig:
@@ -182,23 +190,19 @@ class RunSpec:
         return mixture_extra(self.params["mixture"])
 
 
-def load_sweep(path: str | Path, out: str | Path | None = None) -> SweepSpec:
-    """Read and check a sweep file; ``out`` (default ``runs/<name>``) is where the sweep folder goes."""
+def load_sweep(path: str | Path, out: str | Path | None = None, max_runs: int | None = None) -> SweepSpec:
+    """Read and check a sweep file; ``out`` (default ``runs/<name>``) is where the sweep folder goes; ``max_runs``
+    overrides the file's cap on the grid's size."""
     source = Path(path)
     if not source.is_file():
         raise InputError(f"{source}: sweep file not found")
-    try:
-        document = yaml.safe_load(source.read_text())
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        raise InputError(f"{source}: not valid YAML{line}") from err
-    except UnicodeDecodeError as err:
-        raise InputError(f"{source}: not a text file") from err
+    document = load_yaml(source)
     if not isinstance(document, dict):
         raise InputError(f"{source}: a sweep file must be a mapping of keys (name, model, data, grid, ...)")
     try:
         spec = parse_sweep(document, base=source.parent, default_name=source.stem, out=out, source=source)
+        if max_runs is not None:
+            spec.max_runs = max_runs
         spec.check()
     except InputError as err:
         raise InputError(f"{source}: {err}") from err
@@ -229,6 +233,9 @@ def parse_sweep(
     trust = document.get("trust_remote_code", False)
     if not isinstance(trust, bool):
         raise InputError("trust_remote_code: must be true or false")
+    max_runs = document.get("max_runs", MAX_RUNS)
+    if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
+        raise InputError(f"max_runs: {max_runs!r} must be a whole number of at least 1")
     protocol = document.get("protocol")
     if protocol is not None:
         from knowpack.protocols import PROTOCOLS, STUDY_SEEDS
@@ -279,6 +286,7 @@ def parse_sweep(
         make_paraphrases=make_paraphrases,
         make_labels=make_labels,
         protocol=protocol,
+        max_runs=max_runs,
         train=train,
         evaluate=evaluate,
         device=document.get("device"),
@@ -360,12 +368,16 @@ def expand_range(spec: Mapping[str, Any], key: str) -> list[int | float]:
         if "log" in spec:
             raise InputError(f"grid.{key}.log: only with num (log-spaced points)")
         count = int(math.floor((stop - start) / step + 1e-9)) + 1
+        if count > MAX_RUNS:
+            raise InputError(f"grid.{key}: the range has {count:,} values, more than {MAX_RUNS:,}; check its step")
         values = [start + i * step for i in range(count)]
         all_ints = all(isinstance(v, int) for v in (start, stop, step))
         return [int(v) for v in values] if all_ints else [round(v, 12) for v in values]
     num = spec["num"]
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise InputError(f"grid.{key}.num: {num!r} must be a whole number of at least 1")
+    if num > MAX_RUNS:
+        raise InputError(f"grid.{key}.num: {num:,} values, more than {MAX_RUNS:,}")
     log = spec.get("log", False)
     if not isinstance(log, bool):
         raise InputError(f"grid.{key}.log: must be true or false")

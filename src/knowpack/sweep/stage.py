@@ -20,6 +20,8 @@ class SweepConfig(Config):
                               metavar="SWEEP_YAML", affects_results=False)
     executor: str = option("local", choices=EXECUTORS.names, help="where the runs happen", affects_results=False)
     out: Path | None = option(None, help="sweep folder (default runs/<name>)", metavar="DIR", affects_results=False)
+    max_runs: int | None = option(None, help="refuse a grid of more runs than this (default: the file's max_runs, "
+                                  "else 10,000)", minimum=1, affects_results=False)
     trust_remote_code: bool = trust_remote_code_option()
     overwrite: bool = option(False, help="empty a sweep folder made with another model, data or fixed options (its "
                              "runs are lost)", affects_results=False)
@@ -31,7 +33,7 @@ def run(config: SweepConfig):
     from knowpack.sweep.driver import run_sweep
     from knowpack.sweep.spec import load_sweep
 
-    spec = load_sweep(config.sweep_file, out=config.out)
+    spec = load_sweep(config.sweep_file, out=config.out, max_runs=config.max_runs)
     spec.trust_remote_code = spec.trust_remote_code or config.trust_remote_code
     executor_class = EXECUTORS[config.executor]
     options = config.options_of(executor_class.Options) if executor_class.Options else None

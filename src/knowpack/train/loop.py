@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 import shutil
 import time
 import warnings
@@ -34,11 +35,12 @@ import torch
 from peft import LoraConfig, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from knowpack.errors import InputError
 from knowpack.models import LoadedModel
-from knowpack.runfolder import RunFolder, open_run, read_parquet, write_parquet
+from knowpack.runfolder import RunFolder, open_run, os_error, read_parquet, write_parquet
 from knowpack.train.folder import (ADAPTER_CONFIG_FILE, ADAPTER_FILE, EPOCH_FILES, EPOCHS_DIR, OPTIMIZER_FILE,
                                    TRAIN_LOG_FILE, TRAIN_LOG_SCHEMA, TRAIN_SET_FILE, TRAIN_SET_SCHEMA, TrainRun,
                                    epoch_name)
@@ -49,6 +51,7 @@ from knowpack.train.stage import TARGET_PRESETS, TrainConfig
 log = logging.getLogger(__name__)
 
 ADAPTER = "knowpack"
+PROGRESS_EVERY = 10  # steps between the progress bar's loss readings (each waits for the GPU)
 
 
 def train_loaded(loaded: LoadedModel, config: TrainConfig) -> TrainRun:
@@ -73,26 +76,28 @@ def train_loaded(loaded: LoadedModel, config: TrainConfig) -> TrainRun:
     # A custom template is plain text; otherwise the model's chat template unless the config says otherwise.
     chat = (loaded.chat if config.chat is None else config.chat) and config.template is None
     texts = [format_example(loaded.tokenizer, fact, chat, config.template) for fact in facts]
-    write_parquet(
-        run.file(TRAIN_SET_FILE),
-        pa.table(
-            {
-                "row_id": list(range(len(facts))),
-                "kind": [f.kind for f in facts],
-                "question_id": [f.question_id for f in facts],
-                "prompt": [p for p, _ in texts],
-                "target": [t for _, t in texts],
-            },
-            schema=TRAIN_SET_SCHEMA,
-        ),
-    )
     rows = [encode_example(loaded.tokenizer, prompt, target, add_special_tokens=not chat) for prompt, target in texts]
-    run.note(
-        unknown_ids=[f.question_id for f in facts if f.kind == "unknown"],
-        rows=len(rows),
-        row_tokens=int(sum(len(ids) for ids, _ in rows)),
-    )
     with fresh_adapter(loaded.model, lora_config(config), config.seed) as peft_model:
+        # written once the adapter exists: a run refused there (bad --targets) leaves no work behind, so a
+        # corrected command may reuse the folder
+        write_parquet(
+            run.file(TRAIN_SET_FILE),
+            pa.table(
+                {
+                    "row_id": list(range(len(facts))),
+                    "kind": [f.kind for f in facts],
+                    "question_id": [f.question_id for f in facts],
+                    "prompt": [p for p, _ in texts],
+                    "target": [t for _, t in texts],
+                },
+                schema=TRAIN_SET_SCHEMA,
+            ),
+        )
+        run.note(
+            unknown_ids=[f.question_id for f in facts if f.kind == "unknown"],
+            rows=len(rows),
+            row_tokens=int(sum(len(ids) for ids, _ in rows)),
+        )
         epoch_loss = _fit(run, peft_model, loaded.model, rows, config)
     outputs = [TRAIN_SET_FILE, TRAIN_LOG_FILE] + [
         f"{EPOCHS_DIR}/{epoch_name(e)}/{name}" for e in range(1, config.epochs + 1) for name in EPOCH_FILES
@@ -196,6 +201,8 @@ def _fit(
     run: RunFolder, peft_model: torch.nn.Module, model: torch.nn.Module, rows: list, config: TrainConfig
 ) -> list[float]:
     """Train the remaining epochs (resuming after the last complete one); return each epoch's loss."""
+    from tqdm.auto import tqdm
+
     loop = TrainingLoop(peft_model, model, rows, config)
     epochs_dir = run.file(EPOCHS_DIR)
     done = _last_complete_epoch(epochs_dir, config.epochs)
@@ -205,14 +212,16 @@ def _fit(
         previous = read_parquet(run.file(TRAIN_LOG_FILE), TRAIN_LOG_SCHEMA).to_pylist()
         log_rows = [row for row in previous if row["epoch"] <= done]
         log.info("%s: resuming after epoch %d", run.path, done)
-    for epoch in range(done + 1, config.epochs + 1):
-        log_rows += loop.run_epoch(epoch)
-        # The log first, then the epoch folder: a crash in between leaves log rows that resume drops.
-        write_parquet(run.file(TRAIN_LOG_FILE), pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA))
-        _save_epoch(epochs_dir, epoch, peft_model, loop.optimizer, loop.params)
-        losses = _epoch_losses(log_rows)
-        run.note(epochs_done=epoch, epoch_loss=losses)
-        log.info("%s: epoch %d loss %.4f", run.path, epoch, losses[-1])
+    with tqdm(total=loop.steps_per_epoch * (config.epochs - done), desc=f"train {run.path.name}", unit="step",
+              disable=not config.progress, dynamic_ncols=True) as bar:
+        for epoch in range(done + 1, config.epochs + 1):
+            log_rows += loop.run_epoch(epoch, bar)
+            # The log first, then the epoch folder: a crash in between leaves log rows that resume drops.
+            write_parquet(run.file(TRAIN_LOG_FILE), pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA))
+            _save_epoch(epochs_dir, epoch, peft_model, loop.optimizer, loop.params)
+            losses = _epoch_losses(log_rows)
+            run.note(epochs_done=epoch, epoch_loss=losses)
+            log.info("%s: epoch %d loss %.4f", run.path, epoch, losses[-1])
     return _epoch_losses(log_rows)
 
 
@@ -237,15 +246,19 @@ class TrainingLoop:
                 if isinstance(module, BaseTunerLayer):
                     module.cast_input_dtype_enabled = False
 
-    def run_epoch(self, epoch: int) -> list[dict]:
+    def run_epoch(self, epoch: int, bar=None) -> list[dict]:
         """Train one epoch; one log row (epoch, step, loss, tokens, seconds) per optimizer step.
 
-        Nothing waits for the GPU inside the epoch (losses stay on the device, step times are CUDA events), so
-        Python queues the next step while the GPU still runs this one."""
+        On a GPU nothing waits for the device inside the epoch but the progress bar's loss, read every
+        ``PROGRESS_EVERY`` steps (losses stay on the device, step times are CUDA events), so Python queues the next
+        step while the GPU still runs this one. A loss or adapter weight that is no longer finite stops training
+        with a one-line error before the epoch is saved: at once on a CPU, at the end of the epoch on a GPU."""
         config, total_steps = self.config, self.steps_per_epoch * self.config.epochs
         torch.manual_seed(epoch_seed(config.seed, epoch))
         self.model.train()
         losses, tokens, clocks = [], [], [self._clock()]
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        started = time.perf_counter()
         for index, batch_rows in enumerate(epoch_batches(len(self.rows), config.batch_size, config.seed, epoch)):
             step = (epoch - 1) * self.steps_per_epoch + index
             for group in self.optimizer.param_groups:
@@ -265,15 +278,31 @@ class TrainingLoop:
                 torch.nn.utils.clip_grad_norm_([p for _, p in self.params], config.max_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            finite &= torch.isfinite(step_loss)
+            if self.device.type == "cpu" and not finite:
+                self._diverged(epoch, index + 1)
             losses.append(step_loss)
             tokens.append(sum(batch.tokens for batch in passes))
             clocks.append(self._clock())
+            if bar is not None and not bar.disable:
+                bar.update(1)
+                if index % PROGRESS_EVERY == 0 or index + 1 == self.steps_per_epoch:
+                    rate = sum(tokens) / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(epoch=epoch, loss=f"{step_loss.item():.4f}", tokens_s=f"{rate:,.0f}")
+        if not finite or not all(torch.isfinite(p).all() for _, p in self.params):
+            self._diverged(epoch, None)
         seconds = self._intervals(clocks)
         return [
             {"epoch": epoch, "step": (epoch - 1) * self.steps_per_epoch + i + 1, "loss": loss, "tokens": n,
              "seconds": sec}
             for i, (loss, n, sec) in enumerate(zip(torch.stack(losses).tolist(), tokens, seconds, strict=True))
         ]
+
+    def _diverged(self, epoch: int, step: int | None) -> None:
+        where = f"epoch {epoch}" + (f", step {step}" if step else "")
+        raise InputError(f"training diverged at {where}: the loss or the adapter's weights are no longer finite "
+                         f"(inf/nan); nothing of this epoch was saved; lower --lr (now {self.config.lr:g}) or "
+                         f"--alpha (now {self.config.alpha:g})")
 
     def _clock(self):
         if self.device.type != "cuda":
@@ -310,6 +339,19 @@ def _save_epoch(epochs_dir: Path, epoch: int, peft_model, optimizer, params) -> 
     """Write adapter, adapter config and optimizer state to a temp folder, fsync, and rename it into place."""
     final = epochs_dir / epoch_name(epoch)
     staging = epochs_dir / f".{epoch_name(epoch)}.tmp-{os.getpid()}"
+    kept = f"the epochs before {epoch} are kept; run the same command to resume"
+    try:
+        _write_epoch(staging, final, peft_model, optimizer, params)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise os_error(err, final, kept) from err
+    except SafetensorError as err:  # safetensors reports its OS errors as its own ("IoError(Os { code: 28 … })")
+        shutil.rmtree(staging, ignore_errors=True)
+        code = re.search(r"code: (\d+)", str(err))
+        raise os_error(OSError(int(code.group(1)) if code else None, str(err)), final, kept) from err
+
+
+def _write_epoch(staging: Path, final: Path, peft_model, optimizer, params) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     adapter = get_peft_model_state_dict(peft_model, adapter_name=ADAPTER, save_embedding_layers=False)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knowpack.cli import Command
-from knowpack.config import (Config, device_option, dtype_option, model_option, option, out_option, overwrite_option,
+from knowpack.config import (Config, ConfigError, device_option, dtype_option, model_option, option, out_option, overwrite_option,
                              progress_option, trust_remote_code_option)
 from knowpack.errors import InputError
 
@@ -92,12 +92,12 @@ class TrainConfig(Config):
             self.template = self.template.replace("\\n", "\n")  # a shell gives '\n' literally
             q, a = self.template.find("{question}"), self.template.find("{answer}")
             if q < 0 or a < 0 or a < q:
-                raise InputError("--template must contain {question} and, after it, {answer}")
+                raise ConfigError("template", "must contain {question} and, after it, {answer}")
         for spec in self.extra:
             parse_extra(spec)
         names = [n.strip() for n in self.targets.split(",")]
         if self.targets not in TARGET_PRESETS and not all(re.fullmatch(r"[\w.\-]+", n) for n in names):
-            raise InputError(f"--targets {self.targets!r}: a preset ({', '.join(TARGET_PRESETS)}) or module names")
+            raise ConfigError("targets", f"{self.targets!r}: a preset ({', '.join(TARGET_PRESETS)}) or module names")
 
 
 def run(config: TrainConfig):
@@ -109,7 +109,7 @@ def run(config: TrainConfig):
     from knowpack.models import load_model
 
     loaded = load_model(config.model, device=config.device, dtype=config.dtype,
-                        trust_remote_code=config.trust_remote_code)
+                        trust_remote_code=config.trust_remote_code, progress=config.progress)
     return run_loaded(loaded, config)
 
 

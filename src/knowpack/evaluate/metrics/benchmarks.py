@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from knowpack.config import Config, option
+from knowpack.config import Config, ConfigError, option
 from knowpack.errors import InputError
 from knowpack.evaluate.metrics import HIGHER, Figure, Metric, MetricContext, register
 from knowpack.lazy import lazy
@@ -50,9 +50,9 @@ class BenchmarkOptions(Config):
         if self.benchmarks == ("none",):
             self.benchmarks = ()
         if "none" in self.benchmarks:
-            raise InputError(f"--benchmarks {','.join(self.benchmarks)}: 'none' cannot be combined with tasks")
+            raise ConfigError("benchmarks", f"{','.join(self.benchmarks)}: 'none' cannot be combined with tasks")
         if self.benchmarks_dir is not None and not Path(self.benchmarks_dir).is_dir():
-            raise InputError(f"{self.benchmarks_dir}: benchmarks folder not found")
+            raise ConfigError("benchmarks_dir", f"{self.benchmarks_dir}: folder not found")
 
 
 def epoch_dir(epoch: int) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
-from knowpack.config import Config, option
+from knowpack.config import Config, ConfigError, option
 from knowpack.errors import InputError
 from knowpack.evaluate.metrics import Figure, Metric, MetricContext, epoch_first, register
 from knowpack.lazy import lazy
@@ -110,7 +110,12 @@ class RefusalOptions(Config):
                                                "(repeatable)", flag="--refusal-pattern", repeat=True, metavar="REGEX")
 
     def check(self) -> None:
-        RefusalDetector.default(self.refusal_patterns)  # an invalid regex is refused now, not after labelling
+        for pattern in self.refusal_patterns:  # an invalid regex is refused now, not after labelling
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ConfigError("refusal_patterns", f"{pattern!r} is not a valid regular expression ({err})") \
+                    from None
 
 
 def detector_of(ctx: MetricContext) -> RefusalDetector:
