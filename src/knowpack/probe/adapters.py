@@ -45,7 +45,8 @@ class StackedAdapters:
         self.names = list(adapters)
         self.index = {name: i for i, name in enumerate(self.names)}
         parameter = next(model.parameters())
-        self.modules = dict(model.named_modules())
+        self.model = model
+        modules = dict(model.named_modules())
         weights: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         for i, name in enumerate(self.names):
             folder = Path(adapters[name])
@@ -65,7 +66,7 @@ class StackedAdapters:
         self.present: dict[str, frozenset[int]] = {}  # the adapters that train each module
         for module, per_adapter in weights.items():
             rank = max(a.shape[0] for a, _ in per_adapter.values())
-            layer = self.modules[module]
+            layer = modules[module]
             a = torch.zeros(len(self.names), rank, layer.in_features, dtype=parameter.dtype, device=parameter.device)
             b = torch.zeros(len(self.names), layer.out_features, rank, dtype=parameter.dtype, device=parameter.device)
             for i, (lora_a, lora_b) in per_adapter.items():
@@ -77,17 +78,11 @@ class StackedAdapters:
     @contextmanager
     def attached(self) -> Iterator[StackedAdapters]:
         """Each target module adds its adapters' outputs while the block runs; the model is untouched after."""
-        originals = {}
-        for module_name in self.a:
-            layer = self.modules[module_name]
-            originals[module_name] = layer.forward
-            layer.forward = self._forward_of(layer.forward, self.a[module_name], self.b[module_name],
-                                             self.present[module_name])
-        try:
+        def make(module_name, base_forward):
+            return self._forward_of(base_forward, self.a[module_name], self.b[module_name], self.present[module_name])
+
+        with patched_forwards(self.model, list(self.a), make):
             yield self
-        finally:
-            for module_name in originals:
-                del self.modules[module_name].forward  # the class's own forward again
 
     @staticmethod
     def _forward_of(base_forward, a: torch.Tensor, b: torch.Tensor, present: frozenset[int]):
@@ -119,3 +114,18 @@ class StackedAdapters:
             yield
         finally:
             _ROUTE.pop()
+
+
+@contextmanager
+def patched_forwards(model: torch.nn.Module, paths: Sequence[str], make_forward) -> Iterator[None]:
+    """While the block runs, the modules at ``paths`` run ``make_forward(path, their own forward)`` instead;
+    their class's forward again afterwards. (Adapters by row group here, runs by token span in
+    ``train.grouped``: both need per-row routing that peft offers only for inference, module by module.)"""
+    modules = [(path, model.get_submodule(path)) for path in paths]
+    for path, module in modules:
+        module.forward = make_forward(path, module.forward)
+    try:
+        yield
+    finally:
+        for _, module in modules:
+            del module.forward
