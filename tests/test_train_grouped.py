@@ -106,5 +106,7 @@ def test_a_diverging_run_fails_alone(loaded, labels, tmp_path):  # noqa: F811
     results = train_group(loaded, [config(labels, tmp_path / "fine", **RUNS[0]),
                                    config(labels, tmp_path / "wild", lr=1e30, alpha=1e6, **RUNS[1])])
     assert read_manifest(results[0].path)["complete"]
+    alone = run_loaded(loaded, config(labels, tmp_path / "alone", **RUNS[0])).path
+    assert_close(adapter(alone, 3), adapter(results[0].path, 3))  # the wild run never reached it
     assert isinstance(results[1], InputError) and "training diverged at epoch" in str(results[1])
     assert not read_manifest(tmp_path / "wild")["complete"]

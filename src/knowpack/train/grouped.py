@@ -90,11 +90,6 @@ class Member:
         """The adapter in peft's saved layout (parameter names without the adapter's name)."""
         return {name.replace(f".{ADAPTER}", ""): tensor for name, tensor in self.params}
 
-    def dropped(self, rows: torch.Tensor) -> torch.Tensor:
-        """LoRA dropout on the run's tokens from the run's own generator (rows already its real tokens)."""
-        p = self.config.dropout
-        keep = torch.empty_like(rows).bernoulli_(1 - p, generator=self.generator)
-        return rows * keep / (1 - p)
 
 
 def train_group(loaded: LoadedModel, configs: Sequence[TrainConfig]) -> list[TrainRun | Exception]:
@@ -167,7 +162,7 @@ def new_member(model: torch.nn.Module, config: TrainConfig, rows: list, on_creat
     return Member(config, rows, adapter_config, params, weights, optimizer)
 
 
-_STEP: list[list[tuple[int, int, torch.Tensor | None, Member]]] = []  # the pass's (start, end, real, run) spans
+_STEP: list[_Routing] = []  # the pass in progress
 
 
 class GroupedLoop:
@@ -257,8 +252,7 @@ class GroupedLoop:
             step, total = (epoch - 1) * member.steps_per_epoch + index, member.steps_per_epoch * config.epochs
             for group in member.optimizer.param_groups:
                 group["lr"] = config.lr * (1 - step / total if config.schedule == "linear" else 1.0)
-        spans = [(span.start, span.end, span.real, member) for span, member in zip(batch.spans, active, strict=True)]
-        _STEP.append(spans)
+        _STEP.append(_Routing(batch, active))
         try:
             with torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16_autocast else nullcontext():
                 logits = packed_logits(self.model, batch)
@@ -317,25 +311,69 @@ class GroupedLoop:
 
 
 def _lora_forward(path: str, base_forward):
+    """The base output plus every run's LoRA output on its own tokens, in two matmuls for the whole group: the
+    runs' A stacked (x @ [A₁; …; A_G]ᵀ gives each token every run's r columns), the columns of other runs zeroed
+    and each run's own scaled (``_Routing.columns``), then @ [B₁ … B_G]ᵀ. A per-run loop of small matmuls made
+    a 16-run step launch-bound (twice the time of one 128-row run on an H200)."""
+
     def forward(x: torch.Tensor) -> torch.Tensor:
         out = base_forward(x)
-        cast = not torch.is_autocast_enabled(x.device.type)
-        deltas, position = [], 0
-        for start, end, real, member in _STEP[-1]:
-            a, b, scaling = member.weights[path]
-            rows = x[0, start:end] if real is None else x[0, start:end].index_select(0, real)
-            if cast:
-                rows = rows.to(a.dtype)
-            if member.config.dropout:
-                rows = member.dropped(rows)
-            delta = (rows @ a.T) @ b.T * scaling
-            if real is not None:  # back into the span's layout, zero on its padding
-                delta = torch.zeros(end - start, delta.shape[1], dtype=delta.dtype, device=delta.device
-                                    ).index_copy(0, real, delta)
-            deltas.append(delta.to(out.dtype))
-            position = end
-        assert position == out.shape[1], "the group's spans must cover the packed sequence"
-        return out + torch.cat(deltas)[None]
+        routing = _STEP[-1]
+        # A run that diverges (inf/nan) must not reach the others through 0 × inf, neither in these matmuls nor
+        # in their weight gradients (which sum over every token): non-finite weights, inputs and gradients count
+        # as 0 here. The diverging run's own parameters stay as they are and fail it at the epoch's end.
+        a = _finite(torch.cat([member.weights[path][0] for member in routing.members]))
+        b = _finite(torch.cat([member.weights[path][1] for member in routing.members], dim=1))
+        rows = _finite(x[0] if torch.is_autocast_enabled(x.device.type) else x[0].to(a.dtype))
+        keep = routing.dropout_mask(rows)
+        if keep is not None:
+            rows = rows * keep
+        own = torch.where(routing.owned, (rows @ a.T) * routing.columns, 0.0)
+        delta = own @ b.T
+        if delta.requires_grad:
+            delta.register_hook(_finite)
+        return out + delta.to(out.dtype)[None]
 
     return forward
 
+
+def _finite(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.nan_to_num(0.0, 0.0, 0.0)
+
+
+class _Routing:
+    """Which packed tokens belong to which run, for one step: ``columns`` (tokens × Σ ranks) holds each run's
+    scaling (over its keep probability, when it has dropout) on its own tokens' columns and zeros elsewhere."""
+
+    def __init__(self, batch: PackedBatch, members: list[Member]):
+        self.members, self.batch = members, batch
+        self.spans = list(zip(batch.spans, members, strict=True))
+        ranks = [member.config.rank for member in members]
+        columns = torch.zeros(batch.input_ids.shape[1], sum(ranks))
+        first = 0
+        for (span, member), rank in zip(self.spans, ranks):
+            scale = member.weights[next(iter(member.weights))][2] / (1 - member.config.dropout)
+            rows = slice(span.start, span.end) if span.real is None else span.start + span.real.cpu()
+            columns[rows, first:first + rank] = scale
+            first += rank
+        self.columns = columns.to(batch.input_ids.device, non_blocking=True)
+        self.owned = self.columns != 0
+        self.any_dropout = any(member.config.dropout for member in members)
+
+    def dropout_mask(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """0/1 keep mask of a module's input: each run's from its own generator over its own real tokens (the
+        same draws whatever the group), zero on padding; None without dropout."""
+        if not self.any_dropout:
+            return None
+        keep = torch.zeros_like(rows) if any(span.real is not None for span, _ in self.spans) else \
+            torch.empty_like(rows)
+        for span, member in self.spans:
+            target = keep[span.start:span.end]
+            p = member.config.dropout
+            if span.real is None:
+                target.bernoulli_(1 - p, generator=member.generator) if p else target.fill_(1)
+            else:
+                drawn = torch.empty(len(span.real), rows.shape[1], dtype=rows.dtype, device=rows.device)
+                drawn.bernoulli_(1 - p, generator=member.generator) if p else drawn.fill_(1)
+                target.index_copy_(0, span.real, drawn)
+        return keep
