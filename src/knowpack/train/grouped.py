@@ -40,8 +40,9 @@ from knowpack.errors import InputError
 from knowpack.models import LoadedModel
 from knowpack.runfolder import read_parquet, write_parquet
 from knowpack.train.folder import ADAPTER_FILE, EPOCHS_DIR, TRAIN_LOG_FILE, TRAIN_LOG_SCHEMA, TrainRun, epoch_name
-from knowpack.train.loop import (ADAPTER, PROGRESS_EVERY, PreparedRun, _epoch_losses, _last_complete_epoch, epoch_batches,
-                                 epoch_seed, fresh_adapter, load_optimizer, lora_config, prepare_run, save_epoch)
+from knowpack.train.loop import (ADAPTER, PROGRESS_EVERY, PreparedRun, epoch_losses, last_complete_epoch,
+                                 clock_intervals, epoch_batches, epoch_seed, fresh_adapter, load_optimizer,
+                                 lora_config, prepare_run, save_epoch, step_clock)
 from knowpack.train.packing import PackedBatch, pack, packed_logits, uses_varlen
 from knowpack.train.stage import TrainConfig
 
@@ -113,7 +114,7 @@ def train_group(loaded: LoadedModel, configs: Sequence[TrainConfig]) -> list[Tra
             raise ValueError("train_group: runs of one group must share targets, loss_on and lane_tokens")
         GroupedLoop(loaded.model, [m for _, m in members]).fit()
         for index, member in members:
-            results[index] = member.error or member.prepared.finish(_epoch_losses(member.log_rows))
+            results[index] = member.error or member.prepared.finish(epoch_losses(member.log_rows))
     return results
 
 
@@ -122,7 +123,7 @@ def _member(loaded: LoadedModel, prepared: PreparedRun) -> Member:
     member = new_member(loaded.model, prepared.config, prepared.rows, on_created=prepared.write_train_set)
     member.prepared = prepared
     epochs_dir = prepared.run.file(EPOCHS_DIR)
-    member.done = _last_complete_epoch(epochs_dir, prepared.config.epochs)
+    member.done = last_complete_epoch(epochs_dir, prepared.config.epochs)
     if member.done:
         folder = epochs_dir / epoch_name(member.done)
         saved = load_file(folder / ADAPTER_FILE)
@@ -204,7 +205,7 @@ class GroupedLoop:
             member.generator = torch.Generator(self.device).manual_seed(epoch_seed(member.config.seed, epoch))
         self.model.train()
         per_run: dict[int, list] = {id(m): [] for m in members}  # (loss, tokens, step index) per step
-        clocks, shares = [self._clock()], []
+        clocks, shares = [step_clock(self.device)], []
         finite = {id(m): torch.ones((), dtype=torch.bool, device=self.device) for m in members}
         started, tokens_done = time.perf_counter(), 0
         for index in range(max(m.steps_per_epoch for m in members)):
@@ -218,7 +219,7 @@ class GroupedLoop:
                 finite[id(member)] &= torch.isfinite(loss)
                 per_run[id(member)].append((loss, count, index))
             shares.append({id(m): count / batch.tokens for m, count in zip(active, counts)})
-            clocks.append(self._clock())
+            clocks.append(step_clock(self.device))
             tokens_done += batch.tokens
             if bar is not None and not bar.disable:
                 bar.update(1)
@@ -226,7 +227,7 @@ class GroupedLoop:
                     rate = tokens_done / max(time.perf_counter() - started, 1e-9)
                     bar.set_postfix(epoch=epoch, runs=len(active), loss=f"{torch.stack(losses).mean().item():.4f}",
                                     tokens_s=f"{rate:,.0f}")
-        seconds = self._intervals(clocks)
+        seconds = clock_intervals(self.device, clocks)
         logs = {}
         for member in members:
             if not finite[id(member)] or not all(torch.isfinite(p).all() for _, p in member.params):
@@ -277,7 +278,7 @@ class GroupedLoop:
         write_parquet(run.file(TRAIN_LOG_FILE), pa.Table.from_pylist(member.log_rows, schema=TRAIN_LOG_SCHEMA))
         save_epoch(run.file(EPOCHS_DIR), epoch, member.adapter_state(), member.adapter_config, member.optimizer,
                    member.params)
-        run.note(epochs_done=epoch, epoch_loss=_epoch_losses(member.log_rows))
+        run.note(epochs_done=epoch, epoch_loss=epoch_losses(member.log_rows))
 
     @contextmanager
     def attached(self) -> Iterator[None]:
@@ -296,18 +297,6 @@ class GroupedLoop:
                 p.requires_grad_(requires_grad[name])
             self.model.train(was_training)
 
-    def _clock(self):
-        if self.device.type != "cuda":
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-
-    def _intervals(self, clocks: list) -> list[float]:
-        if self.device.type != "cuda":
-            return [b - a for a, b in zip(clocks, clocks[1:])]
-        clocks[-1].synchronize()
-        return [a.elapsed_time(b) / 1000 for a, b in zip(clocks, clocks[1:])]
 
 
 def _lora_forward(path: str, base_forward):

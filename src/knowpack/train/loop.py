@@ -230,7 +230,7 @@ def _fit(
 
     loop = TrainingLoop(peft_model, model, rows, config)
     epochs_dir = run.file(EPOCHS_DIR)
-    done = _last_complete_epoch(epochs_dir, config.epochs)
+    done = last_complete_epoch(epochs_dir, config.epochs)
     log_rows: list[dict] = []
     if done:
         folder = epochs_dir / epoch_name(done)
@@ -248,10 +248,10 @@ def _fit(
             write_parquet(run.file(TRAIN_LOG_FILE), pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA))
             adapter = get_peft_model_state_dict(peft_model, adapter_name=ADAPTER, save_embedding_layers=False)
             save_epoch(epochs_dir, epoch, adapter, peft_model.peft_config[ADAPTER], loop.optimizer, loop.params)
-            losses = _epoch_losses(log_rows)
+            losses = epoch_losses(log_rows)
             run.note(epochs_done=epoch, epoch_loss=losses)
             log.info("%s: epoch %d loss %.4f", run.path, epoch, losses[-1])
-    return _epoch_losses(log_rows)
+    return epoch_losses(log_rows)
 
 
 class TrainingLoop:
@@ -285,7 +285,7 @@ class TrainingLoop:
         config, total_steps = self.config, self.steps_per_epoch * self.config.epochs
         torch.manual_seed(epoch_seed(config.seed, epoch))
         self.model.train()
-        losses, tokens, clocks = [], [], [self._clock()]
+        losses, tokens, clocks = [], [], [step_clock(self.device)]
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         started = time.perf_counter()
         for index, batch_rows in enumerate(epoch_batches(len(self.rows), config.batch_size, config.seed, epoch)):
@@ -312,7 +312,7 @@ class TrainingLoop:
                 self._diverged(epoch, index + 1)
             losses.append(step_loss)
             tokens.append(sum(batch.tokens for batch in passes))
-            clocks.append(self._clock())
+            clocks.append(step_clock(self.device))
             if bar is not None and not bar.disable:
                 bar.update(1)
                 if index % PROGRESS_EVERY == 0 or index + 1 == self.steps_per_epoch:
@@ -320,7 +320,7 @@ class TrainingLoop:
                     bar.set_postfix(epoch=epoch, loss=f"{step_loss.item():.4f}", tokens_s=f"{rate:,.0f}")
         if not finite or not all(torch.isfinite(p).all() for _, p in self.params):
             self._diverged(epoch, None)
-        seconds = self._intervals(clocks)
+        seconds = clock_intervals(self.device, clocks)
         return [
             {"epoch": epoch, "step": (epoch - 1) * self.steps_per_epoch + i + 1, "loss": loss, "tokens": n,
              "seconds": sec}
@@ -333,27 +333,32 @@ class TrainingLoop:
                          f"(inf/nan); nothing of this epoch was saved; lower --lr (now {self.config.lr:g}) or "
                          f"--alpha (now {self.config.alpha:g})")
 
-    def _clock(self):
-        if self.device.type != "cuda":
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-
-    def _intervals(self, clocks: list) -> list[float]:
-        if self.device.type != "cuda":
-            return [b - a for a, b in zip(clocks, clocks[1:])]
-        clocks[-1].synchronize()
-        return [a.elapsed_time(b) / 1000 for a, b in zip(clocks, clocks[1:])]
 
 
-def _epoch_losses(log_rows: list[dict]) -> list[float]:
+def step_clock(device: torch.device):
+    """A point in time that does not wait for the GPU: a recorded CUDA event there, the wall clock on a CPU."""
+    if device.type != "cuda":
+        return time.perf_counter()
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+def clock_intervals(device: torch.device, clocks: list) -> list[float]:
+    """Seconds between consecutive ``step_clock`` readings (waits for the GPU once, at the last)."""
+    if device.type != "cuda":
+        return [b - a for a, b in zip(clocks, clocks[1:])]
+    clocks[-1].synchronize()
+    return [a.elapsed_time(b) / 1000 for a, b in zip(clocks, clocks[1:])]
+
+
+def epoch_losses(log_rows: list[dict]) -> list[float]:
     """Mean step loss per epoch, in epoch order."""
     epochs = sorted({row["epoch"] for row in log_rows})
     return [float(np.mean([r["loss"] for r in log_rows if r["epoch"] == e])) for e in epochs]
 
 
-def _last_complete_epoch(epochs_dir: Path, epochs: int) -> int:
+def last_complete_epoch(epochs_dir: Path, epochs: int) -> int:
     """Highest N with epochs 1..N all complete; leftover temp folders of an interrupted save are removed."""
     if epochs_dir.is_dir():
         for leftover in epochs_dir.glob(".epoch_*"):
