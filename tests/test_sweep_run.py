@@ -258,4 +258,4 @@ def test_runs_trained_together_equal_runs_trained_alone(tmp_path, tiny_model_dir
             a = load_file(folders[1] / run_dir / "epochs" / epoch / "adapter_model.safetensors")
             b = load_file(folders[3] / run_dir / "epochs" / epoch / "adapter_model.safetensors")
             for key in a:
-                torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+                torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)

@@ -33,7 +33,7 @@ RUNS = [dict(), dict(unknown=9, seed=3, extra=()), dict(unknown=4, seed=11, rank
 def assert_close(a: dict, b: dict):
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5, msg=key)
 
 
 def test_packed_groups_are_contiguous_spans():
