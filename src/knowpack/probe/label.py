@@ -27,6 +27,9 @@ from knowpack.probe.stage import LabelConfig, LabelTarget, Questions, exemplars_
 from knowpack.probe.store import ResponseStore, item_key
 from knowpack.runfolder import MANIFEST, atomic_path, open_run, read_manifest, sha256_file, write_parquet
 from knowpack.text import extract_answer, match_lenient, match_strict
+from knowpack.train.folder import WEIGHT_FILES
+from knowpack.train.methods import names_target
+from knowpack.train.methods.full import check_weights, is_full_weights, swapped_in
 
 ENCODE_ROWS = 4096  # questions rendered and tokenised at a time (bounds memory for large question sets)
 # responses.parquet row groups hold this many rows whatever the store's chunking, so a resumed run writes the
@@ -56,7 +59,8 @@ def label_targets(loaded: LoadedModel, config: LabelConfig, targets: Sequence[La
         inputs = {"questions": questions_file(config.questions)}
         if target.adapter is not None:
             adapter_fp = check_adapter(Path(target.adapter), loaded)
-            inputs["adapter_weights"] = Path(target.adapter) / "adapter_model.safetensors"
+            inputs["adapter_weights"] = next(Path(target.adapter) / name for name in WEIGHT_FILES
+                                             if (Path(target.adapter) / name).is_file())
         scope = {
             "model": loaded.fingerprint,
             "adapter": adapter_fp,
@@ -77,10 +81,13 @@ def label_targets(loaded: LoadedModel, config: LabelConfig, targets: Sequence[La
         run.note(model=loaded.spec, adapter=run.stored(target.adapter) if target.adapter else None)
         store = ResponseStore(Path(config.store) if config.store else Path(target.out) / "store", scope,
                               chunk_rows=config.chunk_rows)
-        pending.append(_Pending(run, store, f"knowpack_{index}" if target.adapter else None, target.adapter))
+        full = target.adapter is not None and is_full_weights(Path(target.adapter))
+        name = f"knowpack_{index}" if target.adapter and not full else None
+        pending.append(_Pending(run, store, name, target.adapter, full))
 
     if pending:
-        expected = _generate(loaded, config, prompts, questions, decoding, pending)
+        for group in _passes(pending):
+            expected = _generate(loaded, config, prompts, questions, decoding, group)
         for item in pending:
             _write_outputs(item, loaded.tokenizer, questions, expected, config.n_prompts, decoding.n_samples)
     return [LabelFolder(t.out) for t in targets]
@@ -90,12 +97,20 @@ def label_targets(loaded: LoadedModel, config: LabelConfig, targets: Sequence[La
 
 
 def check_adapter(folder: Path, loaded: LoadedModel) -> str:
-    """Refuse an adapter that would not be loaded as trained: weights for modules the base model lacks or with
-    other shapes, weights for modules its ``adapter_config.json`` does not target (peft would silently skip
-    them), targeted modules without weights, an unreadable file. Return its fingerprint (sha256 of its weights and
-    its config, which holds the scaling)."""
+    """Refuse an adapter that would not be loaded as trained: one trained on another model, weights for modules
+    the base model lacks or with other shapes, weights for modules its ``adapter_config.json`` does not target
+    (peft would silently skip them), targeted modules without weights, an unreadable file. Return its fingerprint
+    (sha256 of its weights and its config, which holds the scaling). A full fine-tune's epoch folder is checked by
+    ``train/methods/full.py``."""
     from safetensors import SafetensorError, safe_open
 
+    run_folder = folder.parent.parent  # a training run's epochs/epoch_NN/ folder
+    if (run_folder / MANIFEST).is_file():
+        trained_on = read_manifest(run_folder).get("extra_key", {}).get("model")
+        if trained_on and trained_on != loaded.fingerprint:
+            raise InputError(f"{folder}: trained on model {trained_on}, but the loaded model is {loaded.fingerprint}")
+    if is_full_weights(folder):
+        return check_weights(folder, loaded.model)
     weights = folder / "adapter_model.safetensors"
     config_path = folder / "adapter_config.json"
     pickled = [p.name for p in (folder / "adapter_model.bin", folder / "adapter_model.pt") if p.is_file()]
@@ -110,11 +125,6 @@ def check_adapter(folder: Path, loaded: LoadedModel) -> str:
         raise InputError(f"{config_path}: not valid JSON ({err})") from err
     if adapter_config.get("peft_type", "LORA") != "LORA":
         raise InputError(f"{folder}: a {adapter_config.get('peft_type')} adapter; only LoRA adapters are supported")
-    run_folder = folder.parent.parent  # a training run's epochs/epoch_NN/ folder
-    if (run_folder / MANIFEST).is_file():
-        trained_on = read_manifest(run_folder).get("extra_key", {}).get("model")
-        if trained_on and trained_on != loaded.fingerprint:
-            raise InputError(f"{folder}: trained on model {trained_on}, but the loaded model is {loaded.fingerprint}")
     base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
     modules = dict(base.named_modules())
     with_weights: set[str] = set()
@@ -144,7 +154,7 @@ def check_adapter(folder: Path, loaded: LoadedModel) -> str:
     targets = adapter_config.get("target_modules")
     if targets != "all-linear":
         targeted = {name for name, module in modules.items()
-                    if hasattr(module, "in_features") and _targets(name, targets)}
+                    if hasattr(module, "in_features") and names_target(name, targets)}
         ignored = sorted(with_weights - targeted)
         if ignored:
             raise InputError(f"{folder}: its weights are for {ignored[0]}, which its adapter_config.json does not "
@@ -155,15 +165,6 @@ def check_adapter(folder: Path, loaded: LoadedModel) -> str:
                              "tensors for it")
     digest = hashlib.sha256(sha256_file(weights).encode() + b"|" + sha256_file(config_path).encode())
     return digest.hexdigest()
-
-
-def _targets(module_name: str, targets) -> bool:
-    """peft's rule: a string is a regular expression for the whole name; a list names module suffixes."""
-    import re
-
-    if isinstance(targets, str):
-        return re.fullmatch(targets, module_name) is not None
-    return any(module_name == t or module_name.endswith(f".{t}") for t in targets or ())
 
 
 @contextmanager
@@ -201,8 +202,23 @@ def attached_adapters(model, adapters: dict[str, Path]) -> Iterator:
 class _Pending:
     run: object
     store: ResponseStore
-    adapter_name: str | None
+    adapter_name: str | None  # the peft adapter's name in the pass (None: the base model or a full fine-tune)
     adapter: Path | None
+    full: bool = False
+
+
+def _passes(pending: list[_Pending]) -> list[list[_Pending]]:
+    """Targets answered in one pass: the base model and every peft adapter together (mixed within batches), each
+    full fine-tune on its own (its weights replace the model's for that pass)."""
+    shared = [item for item in pending if not item.full]
+    return ([shared] if shared else []) + [[item] for item in pending if item.full]
+
+
+def _applied(model, group: list[_Pending]):
+    """The model a pass generates with: its full fine-tune's weights swapped in, or its adapters attached."""
+    if group[0].full:
+        return swapped_in(model, Path(group[0].adapter))
+    return attached_adapters(model, {item.adapter_name: Path(item.adapter) for item in group if item.adapter_name})
 
 
 def _job_seed(sample_seed: int, question_id: str, prompt_id: int) -> int:
@@ -231,10 +247,9 @@ def _generate(loaded: LoadedModel, config: LabelConfig, prompts: PromptSet, ques
     if questions.relations is not None:  # same-relation prompts: keep a relation's shared prefixes together
         order.sort(key=lambda r: questions.relations[r])
     tokenizer = loaded.tokenizer
-    adapters = {item.adapter_name: Path(item.adapter) for item in pending if item.adapter_name}
     bar = tqdm(total=todo, unit="prompt", desc="label", disable=not config.progress, dynamic_ncols=True)
     try:
-        with attached_adapters(loaded.model, adapters) as model:
+        with _applied(loaded.model, pending) as model:
             engine = BACKENDS[config.backend].make(model, tokenizer, decoding, config.batch_size)
             for prompt_id in range(config.n_prompts):
                 for start in range(0, n_rows, ENCODE_ROWS):
