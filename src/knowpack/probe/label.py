@@ -81,9 +81,9 @@ def label_targets(loaded: LoadedModel, config: LabelConfig, targets: Sequence[La
         run.note(model=loaded.spec, adapter=run.stored(target.adapter) if target.adapter else None)
         store = ResponseStore(Path(config.store) if config.store else Path(target.out) / "store", scope,
                               chunk_rows=config.chunk_rows)
-        full = target.adapter is not None and is_full_weights(Path(target.adapter))
-        name = f"knowpack_{index}" if target.adapter and not full else None
-        pending.append(_Pending(run, store, name, target.adapter, full))
+        alone = target.adapter is not None and not shares_a_pass(Path(target.adapter))
+        name = f"knowpack_{index}" if target.adapter and not alone else None
+        pending.append(_Pending(run, store, name, target.adapter, alone))
 
     if pending:
         for group in _passes(pending):
@@ -202,23 +202,53 @@ def attached_adapters(model, adapters: dict[str, Path]) -> Iterator:
 class _Pending:
     run: object
     store: ResponseStore
-    adapter_name: str | None  # the peft adapter's name in the pass (None: the base model or a full fine-tune)
+    adapter_name: str | None  # the peft adapter's name in a shared pass (None: the base model, or a pass alone)
     adapter: Path | None
-    full: bool = False
+    alone: bool = False
 
 
 def _passes(pending: list[_Pending]) -> list[list[_Pending]]:
-    """Targets answered in one pass: the base model and every peft adapter together (mixed within batches), each
-    full fine-tune on its own (its weights replace the model's for that pass)."""
-    shared = [item for item in pending if not item.full]
-    return ([shared] if shared else []) + [[item] for item in pending if item.full]
+    """Targets answered in one pass: the base model and the LoRA adapters together (mixed within batches), each
+    target that cannot be mixed on its own."""
+    shared = [item for item in pending if not item.alone]
+    return ([shared] if shared else []) + [[item] for item in pending if item.alone]
+
+
+def shares_a_pass(folder: Path) -> bool:
+    """Whether an adapter can be mixed with others in one batch: peft cannot mix DoRA adapters (no
+    ``adapter_names`` with DoRA), and a full fine-tune replaces the weights themselves."""
+    if is_full_weights(folder):
+        return False
+    return not json.loads((folder / "adapter_config.json").read_text()).get("use_dora", False)
 
 
 def _applied(model, group: list[_Pending]):
-    """The model a pass generates with: its full fine-tune's weights swapped in, or its adapters attached."""
-    if group[0].full:
-        return swapped_in(model, Path(group[0].adapter))
-    return attached_adapters(model, {item.adapter_name: Path(item.adapter) for item in group if item.adapter_name})
+    """The model a pass generates with: its adapters attached, or the weights of its one target in place."""
+    if not group[0].alone:
+        return attached_adapters(model, {item.adapter_name: Path(item.adapter) for item in group if item.adapter_name})
+    folder = Path(group[0].adapter)
+    return swapped_in(model, folder) if is_full_weights(folder) else merged_in(model, folder)
+
+
+@contextmanager
+def merged_in(model, folder: Path) -> Iterator:
+    """The model with the adapter of ``folder`` merged into its weights (so nothing names adapters), and the
+    weights it changed put back, bit for bit, on exit."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    wrapped = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    bases = [layer.get_base_layer() for layer in wrapped.modules() if isinstance(layer, LoraLayer)]
+    originals = [(base, base.weight.data.clone()) for base in bases]
+    try:
+        merged = wrapped.merge_and_unload()
+        merged.eval()
+        yield merged
+    finally:
+        if getattr(model, "peft_config", None):  # merging failed: the adapter is still attached
+            wrapped.unload()
+        for base, weight in originals:
+            base.weight.data = weight
 
 
 def _job_seed(sample_seed: int, question_id: str, prompt_id: int) -> int:
