@@ -34,6 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from knowpack.errors import InputError
+from knowpack.kg.folder import questions_file
 from knowpack.models import LoadedModel
 from knowpack.runfolder import RunFolder, open_run, os_error, read_parquet, write_parquet
 from knowpack.train.folder import (EPOCHS_DIR, OPTIMIZER_FILE, TRAIN_LOG_FILE, TRAIN_LOG_SCHEMA, TRAIN_SET_FILE,
@@ -54,6 +55,8 @@ def train_loaded(loaded: LoadedModel, config: TrainConfig) -> TrainRun:
     inputs = {"labels": config.labels, "questions": questions}
     if config.extra_pool is not None:
         inputs["extra_pool"] = config.extra_pool
+    if config.pack_from is not None:
+        inputs["pack_from"] = questions_file(config.pack_from)
     base_dtype = next(loaded.model.parameters()).dtype
     run = open_run(
         config.out,

@@ -57,6 +57,9 @@ class TrainConfig(Config):
     extra_pool: Path | None = option(None, help="a second label folder drawn on when the known-fact pool is too "
                                      "small", metavar="LABELS", affects_results=False)
     allow_repeat: bool = option(False, help="reuse extra items when their pool is too small")
+    pack_from: Path | None = option(None, help="pack only the Unknown facts of this question set (a folder or "
+                                    "questions.parquet; its ids); the others still measure the damage (default: "
+                                    "any Unknown fact)", metavar="QUESTIONS", affects_results=False)
     seed: int = option(42, help="picks the facts, the LoRA init, data order and dropout", minimum=0)
     method: str = option("lora", choices=lambda: sorted(METHODS.names()),
                          help="what is trained: a LoRA adapter, DoRA, PiSSA, or the weights themselves (full)")
