@@ -467,7 +467,15 @@ def mixture_extra(mixture: str) -> list[str]:
 
 
 def mixture_label(mixture: str) -> str:
-    """Human wording for legends: ``none`` -> 'no extra', ``highly-known:10`` -> '+10 HighlyKnown'."""
+    """Human wording for legends: ``none`` -> 'no extra', ``highly-known:10`` -> '+10 HighlyKnown'; a report's
+    condition key ``none@method=dora|rank=4`` -> 'no extra, dora rank 4'."""
+    if "@" in mixture:
+        mixture, settings = mixture.split("@", 1)
+        values = dict(part.split("=", 1) for part in settings.split("|"))
+        if values.get("method") == "full":
+            return f"{mixture_label(mixture)}, full fine-tuning"
+        words = " ".join(w for w in (values.get("method"), f"rank {values['rank']}" if "rank" in values else None) if w)
+        return f"{mixture_label(mixture)}, {words}"
     if mixture == "none":
         return "no extra"
     names = {"highly-known": "HighlyKnown", "maybe-known": "MaybeKnown", "weakly-known": "WeaklyKnown"}

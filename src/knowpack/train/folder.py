@@ -47,6 +47,11 @@ TRAIN_LOG_SCHEMA = pa.schema(
 )
 
 
+def method_of(config: dict[str, Any]) -> str:
+    """The training method of a run's config; runs made before methods existed are LoRA runs."""
+    return config.get("method", "lora")
+
+
 def epoch_name(epoch: int) -> str:
     return f"epoch_{epoch:02d}"
 
@@ -87,7 +92,7 @@ class TrainRun(StageFolder):
 
     @property
     def method(self) -> str:
-        return self.config.get("method", "lora")  # runs made before methods existed are LoRA runs
+        return method_of(self.config)
 
     @property
     def unknown_ids(self) -> list[str]:
