@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from knowpack.train.folder import WEIGHT_FILES
 from knowpack.train.methods import names_target
 from knowpack.train.methods.full import check_weights, is_full_weights, swapped_in
 
-ENCODE_ROWS = 4096  # questions rendered and tokenised at a time (bounds memory for large question sets)
+ENCODE_ROWS = 16384  # questions rendered and tokenised at a time (bounds memory for large question sets)
 # responses.parquet row groups hold this many rows whatever the store's chunking, so a resumed run writes the
 # same bytes as an uninterrupted one
 RESPONSES_ROW_GROUP = 65_536
@@ -195,6 +196,59 @@ def attached_adapters(model, adapters: dict[str, Path]) -> Iterator:
         peft_model.unload()
 
 
+@contextmanager
+def adapter_engine(loaded: LoadedModel, config: LabelConfig, decoding: Decoding, group: list[_Pending]):
+    """The configured backend over the model one pass generates with (``_passes``): the base model with the
+    pass's plain LoRA adapters stacked (``probe.adapters``, at the base model's speed) or any other kind through
+    peft; for a target that cannot share a pass, its adapter merged into the weights or its full weights swapped
+    in."""
+    from knowpack.probe.adapters import StackedAdapters, supports
+
+    make = BACKENDS[config.backend].make
+    batch_size = config.batch_size or auto_batch_size(loaded, decoding, config.progress)
+    if group[0].alone:
+        folder = Path(group[0].adapter)
+        applied = swapped_in(loaded.model, folder) if is_full_weights(folder) else merged_in(loaded.model, folder)
+        with applied as model:
+            yield make(model, loaded.tokenizer, decoding, batch_size)
+        return
+    adapters = {item.adapter_name: Path(item.adapter) for item in group if item.adapter_name}
+    if adapters and all(supports(folder) for folder in adapters.values()):
+        with StackedAdapters(loaded.model, adapters).attached() as stacked:
+            yield make(loaded.model, loaded.tokenizer, decoding, batch_size, router=stacked)
+        return
+    with attached_adapters(loaded.model, adapters) as model:
+        yield make(model, loaded.tokenizer, decoding, batch_size)
+
+CPU_BATCH = 64
+GPU_BATCH_LIMIT = 4096  # sequences: on an H200 4096 beat 8192 (SmolLM2-135M) and 1024/2048 (8B shape)
+GPU_MEMORY_SHARE = 0.4  # of the free memory, for the batch's keys/values (prefill and logits take the rest)
+ROW_SLOTS = 128  # key slots a generated row holds: its question (≤ ~64 tokens) and answer (≤ 32) and alignment
+
+
+def auto_batch_size(loaded: LoadedModel, decoding: Decoding, announce: bool = True) -> int:
+    """Generated sequences per batch: 64 on a CPU (larger batches gain nothing there); on a GPU as many rows as
+    ``GPU_MEMORY_SHARE`` of the free memory holds keys and values for (layers × 2 × kv heads × head size ×
+    ``ROW_SLOTS`` × bytes), rounded down to a power of two within [64, GPU_BATCH_LIMIT]. Printed, since it
+    decides the speed: ``--batch-size`` overrides it."""
+    import torch
+
+    if loaded.device.type != "cuda":
+        return CPU_BATCH
+    config = loaded.model.config.get_text_config()
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    element = next(loaded.model.parameters()).element_size()
+    per_row = config.num_hidden_layers * 2 * heads * head_dim * ROW_SLOTS * element
+    free, _ = torch.cuda.mem_get_info(loaded.device)
+    rows = max(CPU_BATCH, min(GPU_BATCH_LIMIT, int(GPU_MEMORY_SHARE * free // per_row)))
+    size = 1 << (rows.bit_length() - 1)
+    if announce:
+        print(f"label: batch of {size} sequences (from {free / 2**30:.0f} GiB free; --batch-size to choose)",
+              file=sys.stderr, flush=True)
+    return size
+
+
 # ---------------------------------------------------------------- generation
 
 
@@ -220,14 +274,6 @@ def shares_a_pass(folder: Path) -> bool:
     if is_full_weights(folder):
         return False
     return not json.loads((folder / "adapter_config.json").read_text()).get("use_dora", False)
-
-
-def _applied(model, group: list[_Pending]):
-    """The model a pass generates with: its adapters attached, or the weights of its one target in place."""
-    if not group[0].alone:
-        return attached_adapters(model, {item.adapter_name: Path(item.adapter) for item in group if item.adapter_name})
-    folder = Path(group[0].adapter)
-    return swapped_in(model, folder) if is_full_weights(folder) else merged_in(model, folder)
 
 
 @contextmanager
@@ -279,8 +325,7 @@ def _generate(loaded: LoadedModel, config: LabelConfig, prompts: PromptSet, ques
     tokenizer = loaded.tokenizer
     bar = tqdm(total=todo, unit="prompt", desc="label", disable=not config.progress, dynamic_ncols=True)
     try:
-        with _applied(loaded.model, pending) as model:
-            engine = BACKENDS[config.backend].make(model, tokenizer, decoding, config.batch_size)
+        with adapter_engine(loaded, config, decoding, pending) as engine:
             for prompt_id in range(config.n_prompts):
                 for start in range(0, n_rows, ENCODE_ROWS):
                     chunk = order[start:start + ENCODE_ROWS]

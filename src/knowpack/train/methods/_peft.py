@@ -73,21 +73,8 @@ class PeftMethod(Method):
 
         return get_peft_model_state_dict(trainee, adapter_name=ADAPTER, save_embedding_layers=False)
 
-    def saved_config(self, trainee):
-        saved = copy.deepcopy(trainee.peft_config[ADAPTER])
-        saved.inference_mode = True
-        if isinstance(saved.target_modules, (set, frozenset)):  # a set's order changes with the process's
-            saved.target_modules = sorted(saved.target_modules)  # hash seed: same run, same bytes
-        return saved
-
     def save(self, trainee, folder: Path) -> None:
-        from safetensors.torch import save_file
-
-        from knowpack.train.folder import ADAPTER_FILE
-
-        adapter = self.adapter_weights(trainee)
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in adapter.items()}, folder / ADAPTER_FILE)
-        self.saved_config(trainee).save_pretrained(str(folder))
+        write_adapter(folder, self.adapter_weights(trainee), trainee.peft_config[ADAPTER])
 
     def load(self, trainee, folder: Path, device) -> None:
         from peft.utils import set_peft_model_state_dict
@@ -101,3 +88,19 @@ class PeftMethod(Method):
     def trained_form(self, saved: dict) -> dict:
         """The saved tensors as the adapter holds them while training (the same for all but pissa)."""
         return saved
+
+
+def write_adapter(folder: Path, adapter: dict, adapter_config) -> None:
+    """A PEFT adapter folder: the tensors (PEFT's state-dict names) and the config as inference config, its
+    target modules sorted (a set's order changes with the process's hash seed: same run, same bytes). The grouped
+    loop writes its runs' epochs through this too."""
+    from safetensors.torch import save_file
+
+    from knowpack.train.folder import ADAPTER_FILE
+
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in adapter.items()}, folder / ADAPTER_FILE)
+    saved = copy.deepcopy(adapter_config)
+    saved.inference_mode = True
+    if isinstance(saved.target_modules, (set, frozenset)):
+        saved.target_modules = sorted(saved.target_modules)
+    saved.save_pretrained(str(folder))

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 from knowpack.errors import InputError
 from knowpack.train.methods import register, targeted_linears
-from knowpack.train.methods._peft import PeftMethod
+from knowpack.train.methods._peft import ADAPTER, PeftMethod, write_adapter
 
 
 @register
@@ -47,10 +47,9 @@ class Pissa(PeftMethod):
                 module.weight.data = weight
 
     def save(self, trainee, folder) -> None:
-        import torch
-        from safetensors.torch import save_file
+        import copy
 
-        from knowpack.train.folder import ADAPTER_FILE
+        import torch
 
         converted = {}
         for key, trained in self.adapter_weights(trainee).items():
@@ -59,12 +58,11 @@ class Pissa(PeftMethod):
                 converted[key] = torch.cat([trained, initial], dim=0)
             elif ".lora_B." in key:
                 converted[key] = torch.cat([trained, -initial], dim=1)
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in converted.items()}, folder / ADAPTER_FILE)
-        saved = self.saved_config(trainee)
-        saved.init_lora_weights = True
-        saved.r *= 2
-        saved.lora_alpha *= 2 ** 0.5 if saved.use_rslora else 2
-        saved.save_pretrained(str(folder))
+        plain = copy.deepcopy(trainee.peft_config[ADAPTER])
+        plain.init_lora_weights = True
+        plain.r *= 2
+        plain.lora_alpha *= 2 ** 0.5 if plain.use_rslora else 2
+        write_adapter(folder, converted, plain)
 
     def trained_form(self, saved: dict) -> dict:
         return {key: value[: value.shape[0] // 2] if ".lora_A." in key else value[:, : value.shape[1] // 2]
