@@ -9,17 +9,19 @@ import math
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import rehash_outputs, write_capital_questions
+from conftest import error_line, rehash_outputs, write_capital_questions
 
 import knowpack.train.stage
 from knowpack.capacity import ceiling
-from knowpack.capacity.driver import Search, search_all
+from knowpack.capacity.driver import Search, search_all, seeds, with_facts
 from knowpack.capacity.fit import Fit, fit_logistic, largest_size_within
+from knowpack.capacity.plots import capacity_figure, ceiling_label, point_note
+from knowpack.capacity.results import capacity_rows, sentence, with_residuals
 from knowpack.capacity.search import walk
 from knowpack.capacity.stage import CapacityConfig
 from knowpack.capacity.stage import run as capacity
-from knowpack.cli import main
 from knowpack.config import ConfigError
+from knowpack.errors import InputError
 from knowpack.probe.stage import LabelConfig
 from knowpack.probe.stage import run as label
 from knowpack.report.stage import ReportConfig
@@ -27,7 +29,7 @@ from knowpack.report.stage import run as make_report
 from knowpack.runfolder import read_manifest, read_parquet, write_parquet
 from knowpack.sweep.runs import release_base_models
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "quiet_model_loading")
 
 
 def holds_up_to(capacity: int):
@@ -137,6 +139,79 @@ def test_the_ceiling_is_two_bits_per_parameter_over_the_information_of_a_fact():
     assert "Allen-Zhu & Li" in ceiling.SOURCE and "2 bits/parameter" in ceiling.SOURCE
 
 
+def logistic(a, b, n):
+    return 1 / (1 + math.exp(-(a + b * math.log(n))))
+
+
+# reliability σ(a + b ln n) with b = −2 crossing 0.9 at n = 500.5: a = ln 9 + 2 ln 500.5 = 2.197225 + 12.431215
+RELIABILITY = (math.log(9) + 2 * math.log(500.5), -2.0)
+# negative shift σ(c + d ln n) with d = 1 crossing 0.02 at n = 1000:
+# c = ln(0.02/0.98) − ln 1000 = −3.891820 − 6.907755
+SHIFT = (-10.799575, 1.0)
+
+
+def test_capacity_over_seeds_is_the_median_with_the_range_in_a_sentence():
+    assert seeds(5) == [42, 1337, 10824, 1, 2]  # the study's three, then 1, 2, …
+    sizes = [10, 20, 40, 80, 160, 320, 640]
+    parameters = 4 * 190_080  # SmolLM2-135M's MLP at rank 4: 30 layers × 3 × (576 + 1536) × 4
+    points = pd.DataFrame([{"method": "lora", "rank": 4, "seed": seed, "unknown": n,
+                            "reliability": logistic(*RELIABILITY, n), "negative_shift": logistic(*SHIFT, n),
+                            "trainable_parameters": parameters, "exposures": 10.0}
+                           for seed in (42, 1337, 10824) for n in sizes])
+    searches = pd.DataFrame({"method": "lora", "rank": 4, "seed": [42, 1337, 10824], "held": [520, 430, 480],
+                             "reached_stop": False})
+    config = CapacityConfig(out="c")  # ≥ 0.9 reliability, ≤ 2% negative shift, tolerance 10%
+    (row,), fits = capacity_rows(config, points, searches, bits=5.0)
+    assert (row["capacity"], row["low"], row["high"], row["seeds"]) == (480, 430, 520, 3)
+    # the curves are exact, so the fit finds them; every fitted constraint holds up to min(500.5, 1000) = 500.5
+    assert fits[("lora", 4)]["reliability"].b == pytest.approx(-2.0, abs=1e-3)
+    assert row["fitted"] == pytest.approx(500.5, rel=1e-4) and row["fitted_kind"] == "size"
+    assert row["fitted_beyond_runs"] is False  # 500.5 < 640, the largest size run
+    assert row["reference"] == pytest.approx(2 * 760_320 / 5)  # = 304,128 facts at 2 bits per parameter
+    assert row["bits_per_parameter"] == pytest.approx(480 * 5 / 760_320)  # = 0.0031566
+    assert sentence(row, config) == (
+        "lora rank 4 holds 480 (430–520 over 3 seeds) facts at ≥ 0.90 reliability with ≤ 2% negative shift "
+        "(search tolerance 10%); the fit puts it at 500 facts (within the sizes run); that is 0.0032 bits per "
+        "trainable parameter (760,320) against a ceiling of ~2 (304,128 facts), each fact seen 10 times.")
+
+
+def test_residuals_are_observed_minus_fitted():
+    points = pd.DataFrame({"method": "lora", "rank": 1, "unknown": [1, math.e],
+                           "reliability": [0.6, 0.2], "negative_shift": [0.0, 0.1]})
+    fits = {("lora", 1): {"reliability": Fit(a=0.0, b=-1.0, rmse=0.0, points=2)}}  # σ(0) = 0.5, σ(−1) = 0.268941
+    shown = with_residuals(points, fits)
+    assert list(shown["fitted_reliability"]) == pytest.approx([0.5, 0.268941], abs=1e-6)
+    assert list(shown["residual_reliability"]) == pytest.approx([0.1, -0.068941], abs=1e-6)
+    assert shown["residual_negative_shift"].isna().all()  # no curve fitted: no residual
+
+
+def test_the_capacity_plot_carries_the_ceiling_with_its_source_and_bits_per_parameter(tmp_path):
+    table = pd.DataFrame([
+        {"method": "lora", "rank": 1, "capacity": 12.0, "low": 10, "high": 14, "at_least": False,
+         "reference": 2 * 190_080 / 5, "bits_per_parameter": 12 * 5 / 190_080, "exposures": 10.0},
+        {"method": "lora", "rank": 4, "capacity": 40.0, "low": 40, "high": 40, "at_least": True,
+         "reference": 2 * 760_320 / 5, "bits_per_parameter": 40 * 5 / 760_320, "exposures": 10.0},
+    ])
+    assert point_note(next(table.itertuples())) == "0.00032 bits/param, 10× seen"  # 60 / 190,080 = 0.000316
+    assert ceiling_label("lora") == "lora: ceiling ~2 bits/parameter (Allen-Zhu & Li 2024)"
+    assert capacity_figure(table, tmp_path / "capacity.png").stat().st_size > 0
+
+
+def test_your_facts_join_the_guard_set_under_ids_of_their_own(tmp_path):
+    guard = write_capital_questions(tmp_path / "guard.parquet", 3)
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text("".join(json.dumps({"question": f"What is the capital of Zorblat {i}?", "answer": f"Quimby{i}",
+                                         "relation": "capital"}) + "\n" for i in range(2)))
+    (tmp_path / "data").mkdir()
+    questions, mine = with_facts(facts, guard, tmp_path / "data")
+    assert read_parquet(questions).num_rows == 5 and read_parquet(mine).num_rows == 2
+    theirs = read_parquet(guard).column("id").to_pylist()
+    clash = tmp_path / "clash.jsonl"
+    clash.write_text(json.dumps({"id": theirs[0], "question": "Q?", "answer": "A"}) + "\n")
+    with pytest.raises(InputError, match=f"{clash}: id '{theirs[0]}' is also a question of the embedded set"):
+        with_facts(clash, guard, tmp_path / "data")
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -157,7 +232,7 @@ def labels(tmp_path_factory, lively_model_dir):
 
 def settings(lively_model_dir, labels, out, **changes) -> CapacityConfig:
     values = dict(model=str(lively_model_dir), labels=labels, out=out, ranks=(1, 2), methods=("lora", "full"),
-                  seeds=2, start=2, max_facts=6, epochs=2, lr=("1e-2", "full=1e-3"), batch_size=2, reliability=0.9,
+                  seeds=1, start=2, max_facts=4, epochs=1, lr=("1e-2", "full=1e-3"), batch_size=2, reliability=0.9,
                   max_negative_shift=1.0, device="cpu", progress=False)
     return CapacityConfig(**{**values, **changes})
 
@@ -188,36 +263,34 @@ def test_capacity_searches_every_method_and_rank_on_the_same_facts(lively_model_
     release_base_models()
     result = capacity(settings(lively_model_dir, labels, tmp_path / "cap"))
     summary, points, searches = result.summary(), result.points(), result.searches()
-    # by hand, start 2, stop 6, tolerance 10% (a gap of one fact ends a bisection):
+    # by hand, start 2, stop 4, tolerance 10% (a gap of one fact ends a bisection):
     # lora r1 (holds ≤ 2): 2 holds, 4 breaks, √8 = 2.8 → 3 breaks                  → 2
-    # lora r2 (holds ≤ 4): 2, 4 hold, 6 breaks, √24 = 4.9 → 5 breaks                → 4
+    # lora r2 (holds ≤ 4): 2, 4 hold, and 4 is the bound                           → at least 4
     # full    (holds ≤ 3): 2 holds, 4 breaks, 3 holds                                → 3
     found = {(s.method, s.rank, s.seed): (s.held, list(s.tried)) for s in searches.itertuples()}
-    for seed in (42, 1337):
-        assert found[("lora", 1, seed)] == (2, [2, 4, 3])
-        assert found[("lora", 2, seed)] == (4, [2, 4, 6, 5])
-        assert found[("full", 0, seed)] == (3, [2, 4, 3])
+    assert found == {("lora", 1, 42): (2, [2, 4, 3]), ("lora", 2, 42): (4, [2, 4]), ("full", 0, 42): (3, [2, 4, 3])}
     table = result.capacity().set_index(["method", "rank"])
     assert list(table.loc[[("lora", 1), ("lora", 2), ("full", 0)], "capacity"]) == [2, 4, 3]
-    assert summary["sentences"][1].startswith("lora rank 1 holds 2 (2–2 over 2 seeds) facts at ≥ 0.90 "
-                                              "reliability with ≤ 100% negative shift (search tolerance 10%)")
+    assert list(table.loc[[("lora", 1), ("lora", 2), ("full", 0)], "at_least"]) == [False, True, False]
+    full, rank_1, rank_2 = summary["sentences"]  # in the order of the searches: method, then rank
+    assert full.startswith("full fine-tuning holds 3 facts") and full.endswith("each fact seen 1 time.")
+    assert rank_1.startswith("lora rank 1 holds 2 facts at ≥ 0.90 reliability with ≤ 100% negative shift (search "
+                             "tolerance 10%)")
+    assert rank_2.startswith("lora rank 2 holds at least 4 facts")
 
     # the same facts for every method and rank: a size's draw depends only on its seed
-    def packed(method, rank, seed, size):
-        row = points[(points["method"] == method) & (points["rank"] == rank) & (points["seed"] == seed)
-                     & (points["unknown"] == size)]
+    def packed(method, rank, size):
+        row = points[(points["method"] == method) & (points["rank"] == rank) & (points["unknown"] == size)]
         return read_manifest(result.sweep_path / "runs" / row["run_id"].iloc[0])["unknown_ids"]
 
-    for seed in (42, 1337):
-        assert packed("lora", 1, seed, 4) == packed("lora", 2, seed, 4) == packed("full", 0, seed, 4)
-        assert set(packed("lora", 2, seed, 2)) < set(packed("lora", 2, seed, 4))
-    assert packed("lora", 2, 42, 4) != packed("lora", 2, 1337, 4)
+    assert packed("lora", 1, 4) == packed("lora", 2, 4) == packed("full", 0, 4)
+    assert set(packed("lora", 2, 2)) < set(packed("lora", 2, 4))
 
     # trainable parameters by hand: 2 layers × (gate 64→128, up 64→128, down 128→64); LoRA r·(in + out) each
     assert table.loc[("lora", 1), "trainable_parameters"] == 2 * 3 * (64 + 128) * 1
     assert table.loc[("lora", 2), "trainable_parameters"] == 2 * 3 * (64 + 128) * 2
     assert table.loc[("full", 0), "trainable_parameters"] == 2 * 3 * 64 * 128
-    assert set(points["exposures"]) == {2.0}  # 2 epochs × 1 row per fact
+    assert set(points["exposures"]) == {1.0}  # 1 epoch × 1 row per fact
     bits = math.log2(40)  # 40 distinct capitals
     assert summary["bits_per_fact"] == pytest.approx(bits)
     assert table.loc[("lora", 2), "reference"] == pytest.approx(2 * 2304 / bits)
@@ -232,17 +305,19 @@ def test_capacity_searches_every_method_and_rank_on_the_same_facts(lively_model_
         (config.method, config.rank, config.seed, config.unknown)) or real(loaded, config))
     capacity(settings(lively_model_dir, labels, tmp_path / "cap"))
     assert trained == []
-    further = capacity(settings(lively_model_dir, labels, tmp_path / "cap", max_facts=8))
-    # lora r2: 2, 4 hold, 8 breaks, √32 = 5.7 → 6 breaks, √24 → 5 breaks: only 8 is new; the others' paths stay
-    assert sorted(trained) == [("lora", 2, 42, 8), ("lora", 2, 1337, 8)]
-    assert further.capacity().set_index(["method", "rank"]).loc[("lora", 2), "capacity"] == 4
+    further = capacity(settings(lively_model_dir, labels, tmp_path / "cap", max_facts=6))
+    # lora r2: 2, 4 hold, 6 (the new bound) breaks, √24 = 4.9 → 5 breaks: 6 and 5 are new; the others' paths stay
+    assert trained == [("lora", 2, 42, 6), ("lora", 2, 42, 5)]
+    assert further.capacity().set_index(["method", "rank"]).loc[("lora", 2), ["capacity", "at_least"]].tolist() == [
+        4, False]
 
     report = make_report(ReportConfig(source=result.sweep_path)).path
     text = (report / "report.md").read_text()
     assert "no extra, lora rank 2" in text and "no extra, full fine-tuning" in text
-    assert "1 mixture, 2 methods, 2 ranks and 2 seeds" in text and (report / "learning_forgetting.png").is_file()
+    assert "1 mixture, 2 methods, 2 ranks and 1 seed." in text and (report / "learning_forgetting.png").is_file()
 
 
+@pytest.mark.slow  # labels the embedded question set (~40 s here); with_facts is covered above in the fast suite
 def test_capacity_packs_only_your_facts_and_measures_damage_on_the_embedded_set(lively_model_dir, tmp_path):
     facts = tmp_path / "facts.jsonl"
     facts.write_text("".join(json.dumps({"question": f"What is the capital of Zorblat {i}?", "answer": f"Quimby{i}",
@@ -273,8 +348,8 @@ def test_capacity_packs_only_your_facts_and_measures_damage_on_the_embedded_set(
     (["--method", "lora,qlora"], "--method: 'qlora' is not one of dora, full, lora, pissa"),
 ])
 def test_bad_options_are_one_line_errors_before_anything_loads(args, message, capsys, tmp_path):
-    assert main(["capacity", "--out", str(tmp_path / "c"), *args]) == 2
-    assert capsys.readouterr().err.strip().startswith(f"knowpack capacity: error: {message}")
+    assert error_line(capsys, ["capacity", "--out", str(tmp_path / "c"), *args]).startswith(
+        f"knowpack capacity: error: {message}")
 
 
 def test_a_config_can_be_built_without_the_cli():

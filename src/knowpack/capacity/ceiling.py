@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 BITS_PER_PARAMETER = 2.0
-SOURCE = "Allen-Zhu & Li 2024, Physics of Language Models 3.3: ~2 bits/parameter"
+CITATION = "Allen-Zhu & Li 2024"
+SOURCE = f"{CITATION}, Physics of Language Models 3.3: ~2 bits/parameter"
 
 
 def bits_per_fact(questions: pd.DataFrame, fact_ids) -> pd.Series:

@@ -13,6 +13,7 @@ residuals (observed − fitted) are kept per run and shown, so a curve that does
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,7 @@ def logistic(x):
 
 def fit_logistic(sizes, values) -> Fit | None:
     """The least-squares curve through (n, y); None with fewer than two distinct sizes (a curve needs a slope)."""
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     sizes, values = np.asarray(sizes, dtype=float), np.asarray(values, dtype=float)
     keep = ~np.isnan(values)
@@ -56,7 +57,9 @@ def fit_logistic(sizes, values) -> Fit | None:
     clipped = np.clip(values, 0.02, 0.98)  # a start from the empirical logits' straight line
     slope, intercept = np.polyfit(logs, np.log(clipped / (1 - clipped)), 1)
     start = np.clip([intercept, slope], np.array(LIMITS[0]) + 1e-6, np.array(LIMITS[1]) - 1e-6)
-    (a, b), _ = curve_fit(lambda x, a, b: logistic(a + b * x), logs, values, p0=start, bounds=LIMITS)
+    with warnings.catch_warnings():  # the covariance, unused here, cannot be estimated for a flat series
+        warnings.simplefilter("ignore", OptimizeWarning)
+        (a, b), _ = curve_fit(lambda x, a, b: logistic(a + b * x), logs, values, p0=start, bounds=LIMITS)
     residuals = values - logistic(a + b * logs)
     return Fit(float(a), float(b), float(np.sqrt(np.mean(residuals ** 2))), len(values))
 

@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from knowpack.runfolder import StageFolder, read_parquet
 
 if TYPE_CHECKING:
@@ -25,6 +27,25 @@ if TYPE_CHECKING:
 
 POINTS_FILE, SEARCHES_FILE, CAPACITY_FILE = "points.parquet", "searches.parquet", "capacity.parquet"
 SUMMARY_FILE, HTML_FILE, MARKDOWN_FILE = "summary.json", "capacity.html", "capacity.md"
+
+# rank 0: full fine-tuning, which has none
+POINTS_SCHEMA = pa.schema([
+    ("method", pa.string()), ("rank", pa.int64()), ("seed", pa.int64()), ("unknown", pa.int64()),
+    ("run_id", pa.string()), ("reliability", pa.float64()), ("negative_shift", pa.float64()),
+    ("benchmark_drop", pa.float64()), ("trainable_parameters", pa.int64()), ("exposures", pa.float64()),
+    ("passed", pa.bool_()), ("fitted_reliability", pa.float64()), ("residual_reliability", pa.float64()),
+    ("fitted_negative_shift", pa.float64()), ("residual_negative_shift", pa.float64()),
+])
+SEARCHES_SCHEMA = pa.schema([  # broke −1: nothing broke up to stop (reached_stop)
+    ("method", pa.string()), ("rank", pa.int64()), ("seed", pa.int64()), ("held", pa.int64()),
+    ("broke", pa.int64()), ("reached_stop", pa.bool_()), ("stop", pa.int64()), ("tried", pa.list_(pa.int64())),
+])
+CAPACITY_SCHEMA = pa.schema([  # fitted: null unless fitted_kind is "size"
+    ("method", pa.string()), ("rank", pa.int64()), ("seeds", pa.int64()), ("capacity", pa.float64()),
+    ("low", pa.int64()), ("high", pa.int64()), ("at_least", pa.bool_()), ("fitted", pa.float64()),
+    ("fitted_kind", pa.string()), ("fitted_beyond_runs", pa.bool_()), ("trainable_parameters", pa.int64()),
+    ("reference", pa.float64()), ("bits_per_parameter", pa.float64()), ("exposures", pa.float64()),
+])
 
 
 class Capacity(StageFolder):
@@ -36,13 +57,13 @@ class Capacity(StageFolder):
         return json.loads(self.file(SUMMARY_FILE).read_text())
 
     def points(self) -> pd.DataFrame:
-        return read_parquet(self.file(POINTS_FILE)).to_pandas()
+        return read_parquet(self.file(POINTS_FILE), POINTS_SCHEMA).to_pandas()
 
     def searches(self) -> pd.DataFrame:
-        return read_parquet(self.file(SEARCHES_FILE)).to_pandas()
+        return read_parquet(self.file(SEARCHES_FILE), SEARCHES_SCHEMA).to_pandas()
 
     def capacity(self) -> pd.DataFrame:
-        return read_parquet(self.file(CAPACITY_FILE)).to_pandas()
+        return read_parquet(self.file(CAPACITY_FILE), CAPACITY_SCHEMA).to_pandas()
 
     @property
     def sweep_path(self) -> Path:

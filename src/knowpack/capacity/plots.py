@@ -14,9 +14,22 @@ from knowpack.report.tradeoff import condition_label
 FIGURE_NAMES = {"reliability": "reliability on the packed facts", "negative_shift": "negative shift"}
 
 
+def ceiling_label(method: str) -> str:
+    """The reference line's legend entry, naming where the figure comes from."""
+    return f"{method}: ceiling ~{ceiling.BITS_PER_PARAMETER:g} bits/parameter ({ceiling.CITATION})"
+
+
+def point_note(row) -> str:
+    """What a measured point is against the ceiling: its bits per trainable parameter and each fact's exposures."""
+    bits = "–" if pd.isna(row.bits_per_parameter) else f"{row.bits_per_parameter:.2g}"
+    seen = "" if pd.isna(row.exposures) else f", {row.exposures:g}× seen"
+    return f"{bits} bits/param{seen}"
+
+
 def capacity_figure(table: pd.DataFrame, path: Path) -> Path | None:
-    """Facts held against rank (log–log), the median over seeds with its min–max, and per method the ceiling
-    2 bits × trainable parameters ÷ bits per fact; full fine-tuning (no rank) as a horizontal line."""
+    """Facts held against rank (log–log), the median over seeds with its min–max, each point noted with its bits
+    per trainable parameter and exposures, and per method the ceiling 2 bits × trainable parameters ÷ bits per
+    fact; full fine-tuning (no rank) as a horizontal line."""
     if table.empty or not (table["capacity"] > 0).any():
         return None
     methods = list(dict.fromkeys(table["method"]))
@@ -26,17 +39,21 @@ def capacity_figure(table: pd.DataFrame, path: Path) -> Path | None:
         part = table[table["method"] == method].sort_values("rank")
         color = colors[method]
         if method == "full":
-            ax.axhline(part["capacity"].iloc[0], color=color, ls="-.", label="full fine-tuning (measured)")
+            row = next(part.itertuples())
+            ax.axhline(row.capacity, color=color, ls="-.", label=f"full fine-tuning (measured: {point_note(row)})")
             continue
         held = part[part["capacity"] > 0]
         ax.errorbar(held["rank"], held["capacity"], yerr=[held["capacity"] - held["low"].clip(lower=0.7),
                                                             held["high"] - held["capacity"]],
                     color=color, marker="o", capsize=3, label=f"{method} (measured)")
+        for row in held.itertuples():
+            ax.annotate(point_note(row), (row.rank, row.capacity), textcoords="offset points", xytext=(6, -10),
+                        fontsize=7, color=color)
         lower_bounds = held[held["at_least"]]
         ax.scatter(lower_bounds["rank"], lower_bounds["capacity"], marker="^", s=70, color=color, zorder=3)
         if part["reference"].notna().any():
             ax.plot(part["rank"], part["reference"], color=color, ls="--", lw=1,
-                    label=f"{method}: ~{ceiling.BITS_PER_PARAMETER:g} bits/parameter ceiling")
+                    label=ceiling_label(method))
     ranks = sorted(int(r) for r in table.loc[table["method"] != "full", "rank"].unique())
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", nonpositive="clip")
@@ -45,7 +62,7 @@ def capacity_figure(table: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlim(ranks[0] / 1.5, ranks[-1] * 1.5)
     ax.set_xlabel("rank")
     ax.set_ylabel("facts held within the constraints")
-    ax.set_title(f"ceiling: {ceiling.SOURCE}", fontsize=8)
+    ax.set_title(f"dashed: {ceiling.SOURCE}", fontsize=8)
     ax.grid(alpha=0.3, which="both")
     legend_below(fig, ax)
     fig.subplots_adjust(bottom=0.3)

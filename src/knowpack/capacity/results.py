@@ -21,8 +21,8 @@ import pandas as pd
 
 from knowpack.capacity import ceiling
 from knowpack.capacity.fit import Fit, fit_logistic, largest_size_within
-from knowpack.capacity.folder import (CAPACITY_FILE, HTML_FILE, MARKDOWN_FILE, POINTS_FILE, SEARCHES_FILE,
-                                      SUMMARY_FILE, Capacity)
+from knowpack.capacity.folder import (CAPACITY_FILE, CAPACITY_SCHEMA, HTML_FILE, MARKDOWN_FILE, POINTS_FILE,
+                                      POINTS_SCHEMA, SEARCHES_FILE, SEARCHES_SCHEMA, SUMMARY_FILE, Capacity)
 from knowpack.runfolder import write_bytes, write_json, write_parquet
 
 FITTED = ("reliability", "negative_shift")  # the shares fitted against n (benchmark drops are checked per run)
@@ -102,12 +102,12 @@ def write_results(config, folder, sweep, walks: dict, stop: int) -> Capacity:
                "ceiling": {"bits_per_parameter": ceiling.BITS_PER_PARAMETER, "source": ceiling.SOURCE},
                "capacity": rows, "fit_model": "y = 1 / (1 + exp(-(a + b ln n))), least squares",
                "sentences": sentences}
-    write_parquet(folder.file(POINTS_FILE), points)
-    write_parquet(folder.file(SEARCHES_FILE), searches)
-    write_parquet(folder.file(CAPACITY_FILE), pd.DataFrame(rows).drop(columns=["fits"]))
+    capacity_table = pd.DataFrame(rows).drop(columns=["fits"])
+    write_parquet(folder.file(POINTS_FILE), points, POINTS_SCHEMA)
+    write_parquet(folder.file(SEARCHES_FILE), searches, SEARCHES_SCHEMA)
+    write_parquet(folder.file(CAPACITY_FILE), capacity_table, CAPACITY_SCHEMA)
     write_json(folder.file(SUMMARY_FILE), summary)
 
-    capacity_table = pd.DataFrame(rows).drop(columns=["fits"])
     sections = [
         Section("Capacity", " ".join(sentences), capacity_figure(capacity_table, folder.file("capacity.png")),
                 (("Capacity per method and rank (median over seeds, min–max)", shown(capacity_table)),)),
@@ -138,7 +138,8 @@ def point_table(config, sweep, walks: dict) -> pd.DataFrame:
             if point is not None:
                 rows.append({"method": search.method, "rank": search.rank, "seed": search.seed, "unknown": size,
                              **point})
-    return pd.DataFrame(rows)
+    measured = [name for name in POINTS_SCHEMA.names if not name.startswith(("fitted_", "residual_"))]
+    return pd.DataFrame(rows, columns=measured)
 
 
 def search_table(walks: dict, stop: int) -> pd.DataFrame:
@@ -167,7 +168,7 @@ def capacity_rows(config, points: pd.DataFrame, searches: pd.DataFrame, bits: fl
             # the fitted capacity: a size, or why there is none (JSON has no infinity)
             "fitted": float(fitted) if fitted is not None and math.isfinite(fitted) else None,
             "fitted_kind": fitted_kind(fitted, len(bounds) == len(FITTED)),
-            "fitted_beyond_runs": fitted is not None and len(runs) > 0 and fitted > runs["unknown"].max(),
+            "fitted_beyond_runs": bool(fitted is not None and len(runs) > 0 and fitted > runs["unknown"].max()),
             "trainable_parameters": None if np.isnan(parameters) else int(parameters),
             "reference": None if np.isnan(parameters) or bits == 0 else ceiling.reference_facts(parameters, bits),
             "bits_per_parameter": None if np.isnan(parameters) else ceiling.bits_per_parameter(capacity, bits,
@@ -189,8 +190,6 @@ def fitted_kind(fitted: float | None, curves: bool) -> str:
 
 def with_residuals(points: pd.DataFrame, fits: dict) -> pd.DataFrame:
     """The points with each fitted value and residual (observed − fitted), NaN where no curve was fitted."""
-    if points.empty:
-        return points
     points = points.copy()
     for key in FITTED:
         fitted = [fits.get((m, r), {}).get(key) for m, r in zip(points["method"], points["rank"])]
@@ -232,7 +231,8 @@ def sentence(row: dict[str, Any], config) -> str:
     if row["bits_per_parameter"] is not None and row["reference"] is not None:
         parts.append(f"that is {row['bits_per_parameter']:.2g} bits per trainable parameter "
                      f"({row['trainable_parameters']:,}) against a ceiling of ~{ceiling.BITS_PER_PARAMETER:g} "
-                     f"({row['reference']:,.0f} facts), each fact seen {row['exposures']:g} times")
+                     f"({row['reference']:,.0f} facts), each fact seen {row['exposures']:g} "
+                     f"time{'s' if row['exposures'] != 1 else ''}")
     return "; ".join(parts) + "."
 
 
