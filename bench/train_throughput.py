@@ -30,7 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from knowpack.train.loop import TrainingLoop, fresh_adapter, lora_config  # noqa: E402
+from knowpack.train.loop import TrainingLoop  # noqa: E402
+from knowpack.train.methods import METHODS  # noqa: E402
 from knowpack.train.stage import TrainConfig  # noqa: E402
 from knowpack.train import packing  # noqa: E402
 
@@ -78,7 +79,7 @@ def knowpack_variant(model, rows, batch: int, args, loss_on: str = "answer", cas
     config = TrainConfig(labels=Path("-"), out=Path("-"), rank=1, alpha=2.0, dropout=0.1, targets="mlp", lr=1e-3,
                          batch_size=batch, epochs=1, loss_on=loss_on, seed=0,
                          max_tokens_per_pass=pass_tokens, lane_tokens=lane_tokens)
-    with fresh_adapter(model, lora_config(config), seed=0) as peft_model, nullcontext() if varlen else patched(packing, "varlen_attn", None):
+    with METHODS[config.method].attached(model, config) as peft_model, nullcontext() if varlen else patched(packing, "varlen_attn", None):
         loop = TrainingLoop(peft_model, model, rows[:count], config)
         if cast_inputs:  # ablation: peft's default of copying each adapter input to float32
             for module in peft_model.modules():
@@ -159,9 +160,9 @@ def study_variant(model, rows, args) -> dict:
             step_times.append(time.perf_counter() - self.started)
 
     model.set_attn_implementation("eager")
-    config = TrainConfig(labels=Path("-"), out=Path("-"), rank=1, alpha=2.0, dropout=0.1, targets="mlp")
+    config = TrainConfig(labels=Path("-"), out=Path("-"), rank=1, alpha=2.0, dropout=0.1, targets="mlp", seed=0)
     try:
-        with fresh_adapter(model, lora_config(config), seed=0) as peft_model, tempfile.TemporaryDirectory() as tmp:
+        with METHODS[config.method].attached(model, config) as peft_model, tempfile.TemporaryDirectory() as tmp:
             training_args = TrainingArguments(
                 output_dir=tmp, per_device_train_batch_size=STUDY_BATCH, max_steps=args.warmup + args.steps,
                 learning_rate=1e-3, bf16=device.type == "cuda", use_cpu=device.type == "cpu", logging_strategy="no",
@@ -225,7 +226,7 @@ def profile(model, rows, batch: int, args) -> None:
     device = next(model.parameters()).device
     config = TrainConfig(labels=Path("-"), out=Path("-"), rank=1, alpha=2.0, dropout=0.1, targets="mlp",
                          batch_size=batch, epochs=2, seed=0, max_tokens_per_pass=args.pass_tokens[0] if args.pass_tokens else None)
-    with fresh_adapter(model, lora_config(config), seed=0) as peft_model:
+    with METHODS[config.method].attached(model, config) as peft_model:
         loop = TrainingLoop(peft_model, model, rows[: batch * 3], config)
         loop.run_epoch(1)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

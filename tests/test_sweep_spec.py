@@ -138,3 +138,25 @@ def test_example_grids_parse(tmp_path):
     cpu = load_sweep(EXAMPLES / "cpu_grid.yaml")
     assert cpu.model == "smollm2-135m" and cpu.make_labels is not None
     assert 4 <= len(cpu.runs()) <= 40
+
+
+def test_methods_are_a_grid_key_like_any_training_option(tmp_path):
+    config = load_sweep(write(tmp_path, base(method=["lora", "dora", "pissa", "full"], lr=1e-5)))
+    assert [run.params["method"] for run in config.runs()] == ["lora", "dora", "pissa", "full"] * 2
+    with pytest.raises(InputError, match="grid.method: 'qlora' is not one of dora, full, lora, pissa"):
+        load_sweep(write(tmp_path, base(method=["qlora"]), "bad.yaml"))
+
+
+def test_a_list_of_grids_is_the_union_of_their_runs(tmp_path):
+    document = {**base(), "grid": [{"unknown": [10, 20], "rank": 1}, {"unknown": [20, 80], "rank": [1, 16]}]}
+    runs = load_sweep(write(tmp_path, document)).runs()
+    points = [(run.params["unknown"], run.params["rank"]) for run in runs]
+    assert points == [(10, 1), (20, 1), (20, 16), (80, 1), (80, 16)]  # (20, 1) is in both grids: one run
+    single = load_sweep(write(tmp_path, {**base(), "grid": {"unknown": 20, "rank": 16}}, "one.yaml")).runs()[0]
+    assert single.run_id == runs[2].run_id, "a run's id does not depend on the grid that lists it"
+    with pytest.raises(InputError, match=r"grid\[1\]: names unknown, mixtures; every grid of the list must name "
+                                         r"the same keys \(unknown, rank, mixtures\)"):
+        load_sweep(write(tmp_path, {**base(), "grid": [{"unknown": 1, "rank": 1}, {"unknown": 2}]}, "keys.yaml"))
+    with pytest.raises(InputError, match=r"grid\[1\].rank: 0 must be at least 1"):
+        load_sweep(write(tmp_path, {**base(), "grid": [{"unknown": 1, "rank": 1}, {"unknown": 2, "rank": 0}]},
+                         "rank.yaml"))

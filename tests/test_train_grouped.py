@@ -15,7 +15,7 @@ from test_train_lora import TEMPLATE, adapter, labels, loaded, losses, optimizer
 from knowpack.errors import InputError
 from knowpack.runfolder import read_manifest
 from knowpack.train import folder as run_files
-from knowpack.train.grouped import train_group
+from knowpack.train.grouped import groupable, train_group
 from knowpack.train.packing import pack
 from knowpack.train.stage import TrainConfig, run_loaded
 
@@ -67,10 +67,24 @@ def test_grouped_runs_equal_solo_runs(loaded, labels, tmp_path):  # noqa: F811
         torch.testing.assert_close(torch.tensor(losses(alone)), torch.tensor(losses(together)), rtol=1e-5, atol=1e-6)
         assert (pq.read_table(alone / run_files.TRAIN_SET_FILE).equals(pq.read_table(together / run_files.TRAIN_SET_FILE)))
         assert read_manifest(together)["complete"]
+    # the size capacity sets against its ceiling: 2 layers × (gate 64→128, up 64→128, down 128→64), r · (in + out)
+    for alone, together, kw in zip(solo, grouped, RUNS):
+        expected = 2 * 3 * (64 + 128) * kw.get("rank", 2)
+        assert read_manifest(alone)["trainable_parameters"] == expected
+        assert read_manifest(together)["trainable_parameters"] == expected
     # the loaded model is left as it was: no adapter, no patched forward, a solo run still matches
     assert not getattr(loaded.model, "peft_config", None)
     again = run_loaded(loaded, config(labels, tmp_path / "again", **RUNS[0])).path
     assert_close(adapter(solo[0], 3), adapter(again, 3))
+
+
+def test_only_plain_lora_runs_are_grouped(loaded, labels, tmp_path):  # noqa: F811
+    assert groupable(config(labels, tmp_path / "a"))
+    assert not groupable(config(labels, tmp_path / "a", max_tokens_per_pass=64))
+    for method in ("dora", "pissa", "full"):  # magnitudes, changed base weights, no adapter: they train alone
+        assert not groupable(config(labels, tmp_path / "a", method=method))
+    (refused,) = train_group(loaded, [config(labels, tmp_path / "dora", method="dora")])
+    assert isinstance(refused, InputError) and "cannot be trained in a group" in str(refused)
 
 
 def test_dropout_draws_do_not_depend_on_the_group(loaded, labels, tmp_path):  # noqa: F811

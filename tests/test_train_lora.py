@@ -16,6 +16,7 @@ from knowpack.models import load_model
 from knowpack.train import folder as lora_files
 from knowpack.train import loop as lora
 from knowpack.train import packing
+from knowpack.train.methods import METHODS
 from knowpack.train.stage import LOSS_ON, TrainConfig
 from knowpack.train.stage import run_loaded
 
@@ -76,7 +77,7 @@ def test_run_folder_layout_and_learning(loaded, labels, tmp_path):
     assert first["prompt"].startswith("Question: ") and first["prompt"].endswith("Answer: ")
     assert sorted(p.name for p in (run / "epochs").iterdir()) == ["epoch_01", "epoch_02", "epoch_03"]
     for epoch in (1, 2, 3):
-        assert sorted(p.name for p in (run / "epochs" / lora_files.epoch_name(epoch)).iterdir()) == sorted(lora_files.EPOCH_FILES)
+        assert sorted(p.name for p in (run / "epochs" / lora_files.epoch_name(epoch)).iterdir()) == sorted(METHODS["lora"].epoch_files)
     log = pq.read_table(run / lora_files.TRAIN_LOG_FILE)
     assert log.schema.equals(lora_files.TRAIN_LOG_SCHEMA)
     assert log.column("epoch").to_pylist() == [1] * 3 + [2] * 3 + [3] * 3  # 12 rows, batch 4

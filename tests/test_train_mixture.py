@@ -155,3 +155,12 @@ def test_parse_extra_and_label_folder_errors(tmp_path, label_folder):
         other = tmp_path / "few.parquet"
         write_questions(other, {"Unknown": 3})
         load_pool(label_folder, other)
+
+
+def test_pack_from_limits_the_packed_facts_to_a_question_set(pool, tmp_path):
+    allowed = {f"capital/unknown_{i}" for i in (3, 5, 7, 11)}
+    facts = sample_facts(pool, 3, [("highly-known", 1)], seed=1, packable=allowed)
+    assert {f.question_id for f in facts if f.kind == "unknown"} <= allowed
+    assert sum(f.kind == "highly-known" for f in facts) == 3  # extras still come from the whole pool
+    with pytest.raises(InputError, match="--unknown 5: --pack-from's question set has only 4 Unknown questions"):
+        sample_facts(pool, 5, [], seed=1, packable=allowed)

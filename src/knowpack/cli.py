@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "knowpack.evaluate.stage",
     "knowpack.evaluate.compare",
     "knowpack.sweep.stage",
+    "knowpack.capacity.stage",
     "knowpack.report.stage",
     "knowpack.demo",
 )
@@ -142,15 +143,30 @@ def config_from_args(config: type[Config], args: argparse.Namespace) -> Config:
     fields = {f.name: f for f in dataclasses.fields(config) if f.name != "options"}
     fields.update({f.name: f for _, options in config.all_extension_options() for f in dataclasses.fields(options)})
     values = {name: given[name] for name in fields if name in given}
-    for name, value in list(values.items()):
-        if isinstance(value, list):  # repeatable flags and nargs: each item may itself be a separated list
-            split = fields[name].metadata.get("split")
-            values[name] = [p.strip() for v in value for p in (v.split(split) if split else [v]) if p.strip()]
+    hints = {**field_types(config), **{f.name: t for _, options in config.all_extension_options()
+                                       for f, t in zip(dataclasses.fields(options), field_types(options).values())}}
     try:
+        for name, value in list(values.items()):
+            split = fields[name].metadata.get("split")
+            if isinstance(value, list):  # repeatable flags and nargs: each item may itself be a separated list
+                value = values[name] = [p.strip() for v in value for p in (v.split(split) if split else [v])
+                                        if p.strip()]
+            item = typing.get_args(_parts(hints[name])[0])[:1]
+            if item and item[0] in (int, float) and isinstance(value, (str, list)):  # numbers typed on the CLI
+                parts = value.split(split) if isinstance(value, str) and split else value
+                values[name] = [_number(name, item[0], p.strip()) for p in parts if p.strip()]
         return config.build(values, given.get("protocol"))
     except ConfigError as err:
         field = fields.get(err.name)
         raise err.renamed(flag_of(field) if field is not None and not field.metadata.get("positional") else err.name)
+
+
+def _number(name: str, kind: type, text: str):
+    """A list item typed on the command line as the number it stands for (argparse's ``type`` for lists)."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(name, f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
 
 
 # ---------------------------------------------------------------- the command

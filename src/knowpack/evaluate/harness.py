@@ -10,7 +10,8 @@
   benchmarks folder, a task's ``dataset_path`` (e.g. ``truthfulqa/truthful_qa``) is read from
   ``BENCHMARKS_DIR/<dataset_path>``: a local copy of the hub dataset repository.
 
-An adapter is applied to the loaded model with peft for the duration of its evaluation and removed after.
+An adapter is applied to the loaded model with peft (a full fine-tune: its weights swapped in) for the duration of
+its evaluation and removed after.
 """
 
 from __future__ import annotations
@@ -200,10 +201,18 @@ def plan_tasks(config: BenchmarkOptions) -> TaskPlan:
 
 @contextmanager
 def adapter_applied(loaded: LoadedModel, adapter: Path | None) -> Iterator[Any]:
-    """The loaded model with ``adapter``'s LoRA weights injected (the base model itself when None); the LoRA
-    layers are removed again on exit so the next adapter starts from the untouched base."""
+    """The loaded model with ``adapter``'s LoRA weights injected (the base model itself when None), or a full
+    fine-tune's weights swapped in; the LoRA layers are removed (the base weights put back) on exit so the next
+    adapter starts from the untouched base."""
     if adapter is None:
         yield loaded.model
+        return
+    from knowpack.train.methods.full import is_full_weights, swapped_in
+
+    if is_full_weights(adapter):
+        with swapped_in(loaded.model, adapter) as model:
+            model.eval()
+            yield model
         return
     from peft import PeftModel
 

@@ -28,6 +28,9 @@ from knowpack.probe.stage import LabelConfig, LabelTarget, Questions, exemplars_
 from knowpack.probe.store import ResponseStore, item_key
 from knowpack.runfolder import MANIFEST, atomic_path, open_run, read_manifest, sha256_file, write_parquet
 from knowpack.text import extract_answer, match_lenient, match_strict
+from knowpack.train.folder import WEIGHT_FILES
+from knowpack.train.methods import names_target
+from knowpack.train.methods.full import check_weights, is_full_weights, swapped_in
 
 ENCODE_ROWS = 16384  # questions rendered and tokenised at a time (bounds memory for large question sets)
 # responses.parquet row groups hold this many rows whatever the store's chunking, so a resumed run writes the
@@ -57,7 +60,8 @@ def label_targets(loaded: LoadedModel, config: LabelConfig, targets: Sequence[La
         inputs = {"questions": questions_file(config.questions)}
         if target.adapter is not None:
             adapter_fp = check_adapter(Path(target.adapter), loaded)
-            inputs["adapter_weights"] = Path(target.adapter) / "adapter_model.safetensors"
+            inputs["adapter_weights"] = next(Path(target.adapter) / name for name in WEIGHT_FILES
+                                             if (Path(target.adapter) / name).is_file())
         scope = {
             "model": loaded.fingerprint,
             "adapter": adapter_fp,
@@ -78,10 +82,13 @@ def label_targets(loaded: LoadedModel, config: LabelConfig, targets: Sequence[La
         run.note(model=loaded.spec, adapter=run.stored(target.adapter) if target.adapter else None)
         store = ResponseStore(Path(config.store) if config.store else Path(target.out) / "store", scope,
                               chunk_rows=config.chunk_rows)
-        pending.append(_Pending(run, store, f"knowpack_{index}" if target.adapter else None, target.adapter))
+        alone = target.adapter is not None and not shares_a_pass(Path(target.adapter))
+        name = f"knowpack_{index}" if target.adapter and not alone else None
+        pending.append(_Pending(run, store, name, target.adapter, alone))
 
     if pending:
-        expected = _generate(loaded, config, prompts, questions, decoding, pending)
+        for group in _passes(pending):
+            expected = _generate(loaded, config, prompts, questions, decoding, group)
         for item in pending:
             _write_outputs(item, loaded.tokenizer, questions, expected, config.n_prompts, decoding.n_samples)
     return [LabelFolder(t.out) for t in targets]
@@ -91,12 +98,20 @@ def label_targets(loaded: LoadedModel, config: LabelConfig, targets: Sequence[La
 
 
 def check_adapter(folder: Path, loaded: LoadedModel) -> str:
-    """Refuse an adapter that would not be loaded as trained: weights for modules the base model lacks or with
-    other shapes, weights for modules its ``adapter_config.json`` does not target (peft would silently skip
-    them), targeted modules without weights, an unreadable file. Return its fingerprint (sha256 of its weights and
-    its config, which holds the scaling)."""
+    """Refuse an adapter that would not be loaded as trained: one trained on another model, weights for modules
+    the base model lacks or with other shapes, weights for modules its ``adapter_config.json`` does not target
+    (peft would silently skip them), targeted modules without weights, an unreadable file. Return its fingerprint
+    (sha256 of its weights and its config, which holds the scaling). A full fine-tune's epoch folder is checked by
+    ``train/methods/full.py``."""
     from safetensors import SafetensorError, safe_open
 
+    run_folder = folder.parent.parent  # a training run's epochs/epoch_NN/ folder
+    if (run_folder / MANIFEST).is_file():
+        trained_on = read_manifest(run_folder).get("extra_key", {}).get("model")
+        if trained_on and trained_on != loaded.fingerprint:
+            raise InputError(f"{folder}: trained on model {trained_on}, but the loaded model is {loaded.fingerprint}")
+    if is_full_weights(folder):
+        return check_weights(folder, loaded.model)
     weights = folder / "adapter_model.safetensors"
     config_path = folder / "adapter_config.json"
     pickled = [p.name for p in (folder / "adapter_model.bin", folder / "adapter_model.pt") if p.is_file()]
@@ -111,11 +126,6 @@ def check_adapter(folder: Path, loaded: LoadedModel) -> str:
         raise InputError(f"{config_path}: not valid JSON ({err})") from err
     if adapter_config.get("peft_type", "LORA") != "LORA":
         raise InputError(f"{folder}: a {adapter_config.get('peft_type')} adapter; only LoRA adapters are supported")
-    run_folder = folder.parent.parent  # a training run's epochs/epoch_NN/ folder
-    if (run_folder / MANIFEST).is_file():
-        trained_on = read_manifest(run_folder).get("extra_key", {}).get("model")
-        if trained_on and trained_on != loaded.fingerprint:
-            raise InputError(f"{folder}: trained on model {trained_on}, but the loaded model is {loaded.fingerprint}")
     base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
     modules = dict(base.named_modules())
     with_weights: set[str] = set()
@@ -145,7 +155,7 @@ def check_adapter(folder: Path, loaded: LoadedModel) -> str:
     targets = adapter_config.get("target_modules")
     if targets != "all-linear":
         targeted = {name for name, module in modules.items()
-                    if hasattr(module, "in_features") and _targets(name, targets)}
+                    if hasattr(module, "in_features") and names_target(name, targets)}
         ignored = sorted(with_weights - targeted)
         if ignored:
             raise InputError(f"{folder}: its weights are for {ignored[0]}, which its adapter_config.json does not "
@@ -156,15 +166,6 @@ def check_adapter(folder: Path, loaded: LoadedModel) -> str:
                              "tensors for it")
     digest = hashlib.sha256(sha256_file(weights).encode() + b"|" + sha256_file(config_path).encode())
     return digest.hexdigest()
-
-
-def _targets(module_name: str, targets) -> bool:
-    """peft's rule: a string is a regular expression for the whole name; a list names module suffixes."""
-    import re
-
-    if isinstance(targets, str):
-        return re.fullmatch(targets, module_name) is not None
-    return any(module_name == t or module_name.endswith(f".{t}") for t in targets or ())
 
 
 @contextmanager
@@ -196,20 +197,28 @@ def attached_adapters(model, adapters: dict[str, Path]) -> Iterator:
 
 
 @contextmanager
-def adapter_engine(loaded: LoadedModel, config: LabelConfig, decoding: Decoding, adapters: dict[str, Path]):
-    """The configured backend over the base model with ``adapters`` attached: plain LoRA adapters stacked
-    (``probe.adapters``, at the base model's speed), any other kind through peft."""
+def adapter_engine(loaded: LoadedModel, config: LabelConfig, decoding: Decoding, group: list[_Pending]):
+    """The configured backend over the model one pass generates with (``_passes``): the base model with the
+    pass's plain LoRA adapters stacked (``probe.adapters``, at the base model's speed) or any other kind through
+    peft; for a target that cannot share a pass, its adapter merged into the weights or its full weights swapped
+    in."""
     from knowpack.probe.adapters import StackedAdapters, supports
 
     make = BACKENDS[config.backend].make
     batch_size = config.batch_size or auto_batch_size(loaded, decoding, config.progress)
+    if group[0].alone:
+        folder = Path(group[0].adapter)
+        applied = swapped_in(loaded.model, folder) if is_full_weights(folder) else merged_in(loaded.model, folder)
+        with applied as model:
+            yield make(model, loaded.tokenizer, decoding, batch_size)
+        return
+    adapters = {item.adapter_name: Path(item.adapter) for item in group if item.adapter_name}
     if adapters and all(supports(folder) for folder in adapters.values()):
         with StackedAdapters(loaded.model, adapters).attached() as stacked:
             yield make(loaded.model, loaded.tokenizer, decoding, batch_size, router=stacked)
         return
     with attached_adapters(loaded.model, adapters) as model:
         yield make(model, loaded.tokenizer, decoding, batch_size)
-
 
 CPU_BATCH = 64
 GPU_BATCH_LIMIT = 4096  # sequences: on an H200 4096 beat 8192 (SmolLM2-135M) and 1024/2048 (8B shape)
@@ -247,8 +256,45 @@ def auto_batch_size(loaded: LoadedModel, decoding: Decoding, announce: bool = Tr
 class _Pending:
     run: object
     store: ResponseStore
-    adapter_name: str | None
+    adapter_name: str | None  # the peft adapter's name in a shared pass (None: the base model, or a pass alone)
     adapter: Path | None
+    alone: bool = False
+
+
+def _passes(pending: list[_Pending]) -> list[list[_Pending]]:
+    """Targets answered in one pass: the base model and the LoRA adapters together (mixed within batches), each
+    target that cannot be mixed on its own."""
+    shared = [item for item in pending if not item.alone]
+    return ([shared] if shared else []) + [[item] for item in pending if item.alone]
+
+
+def shares_a_pass(folder: Path) -> bool:
+    """Whether an adapter can be mixed with others in one batch: peft cannot mix DoRA adapters (no
+    ``adapter_names`` with DoRA), and a full fine-tune replaces the weights themselves."""
+    if is_full_weights(folder):
+        return False
+    return not json.loads((folder / "adapter_config.json").read_text()).get("use_dora", False)
+
+
+@contextmanager
+def merged_in(model, folder: Path) -> Iterator:
+    """The model with the adapter of ``folder`` merged into its weights (so nothing names adapters), and the
+    weights it changed put back, bit for bit, on exit."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    wrapped = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    bases = [layer.get_base_layer() for layer in wrapped.modules() if isinstance(layer, LoraLayer)]
+    originals = [(base, base.weight.data.clone()) for base in bases]
+    try:
+        merged = wrapped.merge_and_unload()
+        merged.eval()
+        yield merged
+    finally:
+        if getattr(model, "peft_config", None):  # merging failed: the adapter is still attached
+            wrapped.unload()
+        for base, weight in originals:
+            base.weight.data = weight
 
 
 def _job_seed(sample_seed: int, question_id: str, prompt_id: int) -> int:
@@ -277,10 +323,9 @@ def _generate(loaded: LoadedModel, config: LabelConfig, prompts: PromptSet, ques
     if questions.relations is not None:  # same-relation prompts: keep a relation's shared prefixes together
         order.sort(key=lambda r: questions.relations[r])
     tokenizer = loaded.tokenizer
-    adapters = {item.adapter_name: Path(item.adapter) for item in pending if item.adapter_name}
     bar = tqdm(total=todo, unit="prompt", desc="label", disable=not config.progress, dynamic_ncols=True)
     try:
-        with adapter_engine(loaded, config, decoding, adapters) as engine:
+        with adapter_engine(loaded, config, decoding, pending) as engine:
             for prompt_id in range(config.n_prompts):
                 for start in range(0, n_rows, ENCODE_ROWS):
                     chunk = order[start:start + ENCODE_ROWS]

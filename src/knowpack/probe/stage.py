@@ -38,7 +38,8 @@ class LabelConfig(Config):
                              affects_results=False)
     out: Path = out_option("label folder to write (or resume)")
     model: str = model_option()
-    adapter: Path | None = option(None, help="LoRA adapter folder trained on --model", metavar="DIR",
+    adapter: Path | None = option(None, help="LoRA adapter folder trained on --model (or an epoch folder of a "
+                                  "full fine-tune of it)", metavar="DIR",
                                   affects_results=False)
     n_prompts: int = option(10, help="few-shot prompt sets per question", minimum=1)
     shots: int = option(4, help="exemplars per prompt", minimum=0)

@@ -64,12 +64,14 @@ def summary(data) -> str:
         return (f"No run of this {data.kind} has a complete evaluation yet ({len(data.runs)} run(s) listed); "
                 "finish the runs and make the report again.")
     sizes = sorted(runs["unknown"].unique())
-    seeds, mixtures = runs["seed"].nunique(), runs["mixture"].nunique()
+    counts = [(runs["mixture"].nunique(), "mixture")]
+    counts += [(runs[name].nunique(), name) for name in ("method", "rank") if runs[name].nunique() > 1]
+    counts.append((runs["seed"].nunique(), "seed"))
+    parts = [f"{n} {name}{'s' if n != 1 else ''}" for n, name in counts]
     sentences = [
         f"This report covers {len(runs)} evaluated run{'s' if len(runs) != 1 else ''}"
         + (f" of {len(data.runs)}" if len(runs) < len(data.runs) else "")
-        + f": {sizes_text(sizes)} packed fact{'s' if sizes[-1] != 1 else ''}, {mixtures} mixture"
-        + f"{'s' if mixtures != 1 else ''} and {seeds} seed{'s' if seeds != 1 else ''}."
+        + f": {sizes_text(sizes)} packed fact{'s' if sizes[-1] != 1 else ''}, {', '.join(parts[:-1])} and {parts[-1]}."
     ]
     for metric in in_order():
         sentences += metric.sentences(data)

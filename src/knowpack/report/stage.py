@@ -77,7 +77,10 @@ def draw(data, out: Path) -> list:
     from knowpack.evaluate.metrics import in_order
     from knowpack.report.html import Section
 
+    from knowpack.report.tradeoff import tradeoff_section
+
     sections = [section for metric in in_order() for section in metric.sections(data, out)]
+    sections.append(tradeoff_section(data, out))
     sections.append(Section("Runs", "Every run of the sweep with its status and protocol (its settings compared "
                             "with the study's, docs/study-fidelity.md); only evaluated runs enter the figures.",
                             tables=(("Runs", _runs_table(data)),)))
@@ -87,8 +90,8 @@ def draw(data, out: Path) -> list:
 def _runs_table(data):
     from knowpack.sweep.spec import mixture_label
 
-    columns = [c for c in ("run_id", "unknown", "mixture", "seed", "protocol", "status", "epochs_done", "seconds",
-                           "error") if c in data.runs]
+    columns = [c for c in ("run_id", "unknown", "mixture", "method", "rank", "seed", "protocol", "status",
+                           "epochs_done", "seconds", "error") if c in data.runs]
     table = data.runs[columns].copy()
     table["mixture"] = table["mixture"].map(mixture_label)
     if "seconds" in table:

@@ -30,10 +30,13 @@ Schema (paths relative to the YAML file; see examples/study_grid.yaml and exampl
     grid:                              # each: a value, a list, or a range
       unknown: [1, 10, 50]             # required; range: {start: 10, stop: 50, step: 20}
       mixtures: [none, highly-known:10, paraphrase:1 + highly-known:1]   # or {kinds: [...], ratios: [...], none: true}
-      rank: 1                          # any TrainConfig option that shapes results: alpha, rslora, dropout,
-      lr: {start: 1.0e-4, stop: 1.0e-2, num: 3, log: true}              #  targets, loss_on, lr, epochs, seed,
-      epochs: 10                       #  batch_size, schedule, …
+      rank: 1                          # any TrainConfig option that shapes results: method, alpha, rslora,
+      lr: {start: 1.0e-4, stop: 1.0e-2, num: 3, log: true}              #  dropout, targets, loss_on, lr, epochs,
+      epochs: 10                       #  seed, batch_size, schedule, …
       seed: [1, 2, 3]
+
+``grid`` may also be a list of such grids naming the same keys: the sweep is the union of their runs (a point in
+two of them is one run), e.g. other sizes for each rank: ``[{unknown: [10, 20], rank: 1}, {unknown: [80], rank: 16}]``.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ SET_BY_SWEEP = {"train": ("labels", "questions", "out", "model", "device", "dtyp
                           "progress", "extra"),
                 "evaluate": ("run", "model", "out", "device", "dtype", "trust_remote_code", "overwrite", "progress")}
 # Options that name files: resolved against the sweep file's folder like the data paths.
-PATH_OPTIONS = {"train": ("extra_pool",), "evaluate": ("benchmarks_dir",)}
+PATH_OPTIONS = {"train": ("extra_pool", "pack_from"), "evaluate": ("benchmarks_dir",)}
 
 
 def grid_parameters() -> dict[str, Any]:
@@ -100,7 +103,7 @@ class SweepSpec:
     name: str
     model: str
     out: Path
-    grid: dict[str, list[Any]]
+    grid: dict[str, list[Any]] | list[dict[str, list[Any]]]  # one grid, or several whose runs are united
     questions: Path | None = None
     labels: Path | None = None
     make_questions: dict[str, Any] | None = None
@@ -115,11 +118,15 @@ class SweepSpec:
     trust_remote_code: bool = False
     source: Path | None = None
 
+    @property
+    def grids(self) -> list[dict[str, list[Any]]]:
+        return [self.grid] if isinstance(self.grid, dict) else list(self.grid)
+
     def runs(self) -> list[RunSpec]:
-        sizes = {key: len(values) for key, values in self.grid.items()}
-        count = math.prod(sizes.values())
+        sizes = [{key: len(values) for key, values in grid.items()} for grid in self.grids]
+        count = sum(math.prod(grid.values()) for grid in sizes)
         if count > self.max_runs:
-            product = " × ".join(f"{n} {key}" for key, n in sizes.items() if n > 1)
+            product = " + ".join(" × ".join(f"{n} {key}" for key, n in grid.items() if n > 1) or "1" for grid in sizes)
             raise InputError(f"grid: {count:,} runs ({product}), more than max_runs {self.max_runs:,}; raise "
                              "max_runs in the sweep file (or pass --max-runs) if you mean it")
         return expand(self)
@@ -269,17 +276,29 @@ def parse_sweep(
                 options[key] = str(_path(options[key], base, f"{section}.{key}"))
     for section, options in (("train", train), ("evaluate", evaluate)):
         _refuse_reserved(options, SET_BY_SWEEP[section], section, "the sweep sets it for each run")
-    grid = parse_grid(_mapping(document["grid"], "grid"))
-    if protocol == "study" and "seed" not in document["grid"]:
-        grid["seed"] = list(STUDY_SEEDS)  # the study's three seeds per condition
-    overlap = sorted(set(train) & set(grid))
-    if overlap:
-        raise InputError(f"train.{overlap[0]}: also a grid parameter; set it in one place")
+    raw_grids = document["grid"] if isinstance(document["grid"], list) else [document["grid"]]
+    if not raw_grids:
+        raise InputError("grid: an empty list of grids")
+    grids = []
+    for number, raw in enumerate(raw_grids):
+        where = "grid" if len(raw_grids) == 1 else f"grid[{number}]"
+        grid = _located(lambda: parse_grid(_mapping(raw, "grid")), where)
+        if protocol == "study" and "seed" not in raw:
+            grid["seed"] = list(STUDY_SEEDS)  # the study's three seeds per condition
+        if grids and set(grid) != set(grids[0]):
+            raise InputError(f"{where}: names {', '.join(grid)}; every grid of the list must name the same keys "
+                             f"({', '.join(grids[0])})")
+        if grids:
+            grid = {key: grid[key] for key in grids[0]}  # one order of parameters for every run
+        overlap = sorted(set(train) & set(grid))
+        if overlap:
+            raise InputError(f"train.{overlap[0]}: also a grid parameter; set it in one place")
+        grids.append(grid)
     return SweepSpec(
         name=name,
         model=model.strip(),
         out=Path(out) if out is not None else Path("runs") / name,
-        grid=grid,
+        grid=grids[0] if len(grids) == 1 else grids,
         questions=questions,
         labels=labels,
         make_questions=make_questions,
@@ -448,7 +467,15 @@ def mixture_extra(mixture: str) -> list[str]:
 
 
 def mixture_label(mixture: str) -> str:
-    """Human wording for legends: ``none`` -> 'no extra', ``highly-known:10`` -> '+10 HighlyKnown'."""
+    """Human wording for legends: ``none`` -> 'no extra', ``highly-known:10`` -> '+10 HighlyKnown'; a report's
+    condition key ``none@method=dora|rank=4`` -> 'no extra, dora rank 4'."""
+    if "@" in mixture:
+        mixture, settings = mixture.split("@", 1)
+        values = dict(part.split("=", 1) for part in settings.split("|"))
+        if values.get("method") == "full":
+            return f"{mixture_label(mixture)}, full fine-tuning"
+        words = " ".join(w for w in (values.get("method"), f"rank {values['rank']}" if "rank" in values else None) if w)
+        return f"{mixture_label(mixture)}, {words}"
     if mixture == "none":
         return "no extra"
     names = {"highly-known": "HighlyKnown", "maybe-known": "MaybeKnown", "weakly-known": "WeaklyKnown"}
@@ -464,15 +491,17 @@ def mixture_label(mixture: str) -> str:
 
 
 def expand(config: SweepSpec) -> list[RunSpec]:
-    """The grid's cross product in a fixed order (grid keys as :func:`parse_grid` orders them, values as listed)."""
-    keys = list(config.grid)
-    runs = []
-    for values in itertools.product(*(config.grid[k] for k in keys)):
-        params = {("mixture" if k == "mixtures" else k): v for k, v in zip(keys, values)}
-        runs.append(
-            RunSpec(run_id=run_id(config, params), params=params, train=dict(config.train), evaluate=dict(config.evaluate))
-        )
-    return runs
+    """Each grid's cross product in a fixed order (grid keys as :func:`parse_grid` orders them, values as listed),
+    grid after grid; a run already listed by an earlier grid is not listed again."""
+    runs: dict[str, RunSpec] = {}
+    for grid in config.grids:
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
+            params = {("mixture" if k == "mixtures" else k): v for k, v in zip(keys, values)}
+            run = RunSpec(run_id=run_id(config, params), params=params, train=dict(config.train),
+                          evaluate=dict(config.evaluate))
+            runs.setdefault(run.run_id, run)
+    return list(runs.values())
 
 
 def run_id(config: SweepSpec, params: Mapping[str, Any]) -> str:
@@ -488,6 +517,16 @@ def run_id(config: SweepSpec, params: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _located(parse, where: str):
+    """``parse()``, its errors naming ``where`` (``grid[1].rank``) instead of ``grid``."""
+    try:
+        return parse()
+    except ConfigError as err:
+        raise err.renamed(err.name.replace("grid", where, 1)) from None
+    except InputError as err:
+        raise InputError(str(err).replace("grid", where, 1)) from None
 
 
 def _refuse_unknown(mapping: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:

@@ -2,7 +2,9 @@
 :class:`TrainRun`.
 
 Layout: ``train_set.parquet``, ``train_log.parquet``, ``epochs/epoch_NN/{adapter_model.safetensors,
-adapter_config.json, optimizer.safetensors}`` (an epoch folder appears, by an atomic rename, only when complete).
+adapter_config.json, optimizer.safetensors}`` (an epoch folder appears, by an atomic rename, only when complete);
+a full fine-tune (``--method full``) saves ``full_weights.safetensors`` + ``full_weights.json`` instead of the
+adapter files.
 The manifest names the label folder and questions the run was drawn from and the packed facts (``unknown_ids``).
 """
 
@@ -24,7 +26,9 @@ if TYPE_CHECKING:
 ADAPTER_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
-EPOCH_FILES = (ADAPTER_FILE, ADAPTER_CONFIG_FILE, OPTIMIZER_FILE)
+FULL_WEIGHTS_FILE = "full_weights.safetensors"
+FULL_CONFIG_FILE = "full_weights.json"
+WEIGHT_FILES = (ADAPTER_FILE, FULL_WEIGHTS_FILE)  # an epoch folder holds one of them
 TRAIN_SET_FILE = "train_set.parquet"
 TRAIN_LOG_FILE = "train_log.parquet"
 EPOCHS_DIR = "epochs"
@@ -43,6 +47,11 @@ TRAIN_LOG_SCHEMA = pa.schema(
 )
 
 
+def method_of(config: dict[str, Any]) -> str:
+    """The training method of a run's config; runs made before methods existed are LoRA runs."""
+    return config.get("method", "lora")
+
+
 def epoch_name(epoch: int) -> str:
     return f"epoch_{epoch:02d}"
 
@@ -59,7 +68,7 @@ class TrainRun(StageFolder):
         self.epochs: dict[int, Path] = {
             int(folder.name.removeprefix("epoch_")): folder
             for folder in sorted((self.path / EPOCHS_DIR).glob("epoch_[0-9]*"))
-            if (folder / ADAPTER_FILE).is_file()
+            if any((folder / name).is_file() for name in WEIGHT_FILES)
         }
         if not self.epochs:
             raise InputError(f"{self.path}: no complete epoch ({EPOCHS_DIR}/epoch_NN/{ADAPTER_FILE})")
@@ -80,6 +89,10 @@ class TrainRun(StageFolder):
     @property
     def model_fingerprint(self) -> str | None:
         return self.manifest.get("extra_key", {}).get("model")
+
+    @property
+    def method(self) -> str:
+        return method_of(self.config)
 
     @property
     def unknown_ids(self) -> list[str]:

@@ -5,13 +5,13 @@ Why: at the study's batch of 8 rows (about 450 tokens) a step leaves a GPU mostl
 optimizer steps). Trained together, G runs of a sweep keep their own dynamics — each its own 8-row batches in its
 own order, its own AdamW, learning-rate schedule and gradient clipping — while the GPU sees G × 8 rows a step.
 
-How: each run's adapter is created by peft exactly as its solo run's (``fresh_adapter``, same seed: the same
-initial weights), copied out as plain tensors, and peft is removed. In a step, each target Linear adds, for each
-run, ``dropout(x[span]) @ Aᵀ @ Bᵀ · scaling`` on that run's span of the packed tokens (``pack(groups=...)`` keeps
-a run's rows contiguous). The step's loss is the sum of the runs' mean token losses; a run's tokens pass through
-its own adapter only, so each adapter's gradient is exactly its own run's. Epochs are saved in the solo layout
-(peft's key names, the same adapter config and optimizer file), so evaluation, reports and peft cannot tell the
-two apart.
+How: each run's adapter is created by peft exactly as its solo run's (the lora method's ``attached``, same seed: the
+same initial weights), copied out as plain tensors, and peft is removed. In a step, each target Linear adds, for
+each run, ``dropout(x[span]) @ Aᵀ @ Bᵀ · scaling`` on that run's span of the packed tokens (``pack(groups=...)``
+keeps a run's rows contiguous). The step's loss is the sum of the runs' mean token losses; a run's tokens pass
+through its own adapter only, so each adapter's gradient is exactly its own run's. Epochs are saved in the solo
+layout (peft's key names, the same adapter config and optimizer file), so evaluation, reports and peft cannot tell
+the two apart.
 
 What differs from a solo run: floating-point rounding (other matmul shapes; the test compares with allclose), and
 the LoRA dropout masks. Those come from the run's own generator, seeded by (seed, epoch) and drawn over the run's
@@ -40,9 +40,11 @@ from knowpack.errors import InputError
 from knowpack.models import LoadedModel
 from knowpack.runfolder import read_parquet, write_parquet
 from knowpack.train.folder import ADAPTER_FILE, EPOCHS_DIR, TRAIN_LOG_FILE, TRAIN_LOG_SCHEMA, TrainRun, epoch_name
-from knowpack.train.loop import (ADAPTER, PROGRESS_EVERY, PreparedRun, epoch_losses, last_complete_epoch,
-                                 clock_intervals, epoch_batches, epoch_seed, fresh_adapter, load_optimizer,
-                                 lora_config, prepare_run, save_epoch, step_clock)
+from knowpack.train.loop import (PROGRESS_EVERY, PreparedRun, clock_intervals, epoch_batches, epoch_losses,
+                                 epoch_seed, last_complete_epoch, load_optimizer, prepare_run, save_epoch,
+                                 step_clock)
+from knowpack.train.methods import METHODS
+from knowpack.train.methods._peft import ADAPTER, write_adapter
 from knowpack.train.packing import PackedBatch, pack, packed_logits, uses_varlen
 from knowpack.train.stage import TrainConfig
 
@@ -50,8 +52,9 @@ GROUP_ROWS = 128  # rows per step a group aims for on a GPU (batch 8 × 16 runs)
 
 
 def groupable(config: TrainConfig) -> bool:
-    """Plain LoRA whose steps are one forward pass each."""
-    return getattr(config, "method", "lora") == "lora" and config.max_tokens_per_pass is None
+    """Plain LoRA whose steps are one forward pass each (DoRA's magnitudes, PiSSA's changed base weights and full
+    fine-tuning are not A/B pairs beside untouched weights: they train alone)."""
+    return config.method == "lora" and config.max_tokens_per_pass is None
 
 
 def group_key(config: TrainConfig) -> tuple:
@@ -123,7 +126,7 @@ def _member(loaded: LoadedModel, prepared: PreparedRun) -> Member:
     member = new_member(loaded.model, prepared.config, prepared.rows, on_created=prepared.write_train_set)
     member.prepared = prepared
     epochs_dir = prepared.run.file(EPOCHS_DIR)
-    member.done = last_complete_epoch(epochs_dir, prepared.config.epochs)
+    member.done = last_complete_epoch(epochs_dir, prepared.config.epochs, METHODS["lora"].epoch_files)
     if member.done:
         folder = epochs_dir / epoch_name(member.done)
         saved = load_file(folder / ADAPTER_FILE)
@@ -140,9 +143,9 @@ def new_member(model: torch.nn.Module, config: TrainConfig, rows: list, on_creat
     """A run's adapter as peft initialises it for a solo run (same seed, same weights), copied out of the model;
     ``on_created`` runs while peft's adapter exists (a run's train set is written only once its targets are
     known to be valid)."""
-    with fresh_adapter(model, lora_config(config), config.seed) as peft_model:
+    with METHODS["lora"].attached(model, config) as peft_model:
         if on_created is not None:
-            on_created()
+            on_created(peft_model)
         adapter_config = copy.deepcopy(peft_model.peft_config[ADAPTER])
         tensor_of = {id(p): name for name, p in peft_model.named_parameters()}
         params, weights = [], {}
@@ -276,8 +279,9 @@ class GroupedLoop:
         member.log_rows += log_rows
         run = member.prepared.run
         write_parquet(run.file(TRAIN_LOG_FILE), pa.Table.from_pylist(member.log_rows, schema=TRAIN_LOG_SCHEMA))
-        save_epoch(run.file(EPOCHS_DIR), epoch, member.adapter_state(), member.adapter_config, member.optimizer,
-                   member.params)
+        save_epoch(run.file(EPOCHS_DIR), epoch, lambda folder: write_adapter(folder, member.adapter_state(),
+                                                                             member.adapter_config),
+                   METHODS["lora"].epoch_files, member.optimizer, member.params)
         run.note(epochs_done=epoch, epoch_loss=epoch_losses(member.log_rows))
 
     @contextmanager

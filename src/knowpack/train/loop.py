@@ -1,9 +1,10 @@
-"""The train stage's work — LoRA packing runs: a fresh adapter on a shared base model, trained epoch by epoch with crash-safe resume.
+"""The train stage's work — packing runs: fresh trainable weights on a shared base model (a LoRA adapter by default,
+``methods/`` for the others), trained epoch by epoch with crash-safe resume.
 
 Why it is built this way:
-- *Many runs, one base model.* The study reloaded the 8B model for each of its 72 runs. Here a run injects a new
-  adapter into the loaded model and removes it afterwards (``fresh_adapter``), restoring every flag it touched,
-  so a sweep loads the base once and run B never depends on whether run A ran before it.
+- *Many runs, one base model.* The study reloaded the 8B model for each of its 72 runs. Here a run attaches new
+  weights to the loaded model (``Method.attached``: a fresh adapter, removed afterwards) and restores everything it
+  touched, so a sweep loads the base once and run B never depends on whether run A ran before it.
 - *No padding waste.* Rows are 40–70 tokens. A batch's rows are packed into lanes of about ``lane_tokens``
   tokens with position ids restarting at each row and attention per lane with a block-diagonal causal mask
   (``packing.py``), so rows never see each other, almost no pad token is computed and attention cost stays
@@ -11,46 +12,42 @@ Why it is built this way:
   default), which skips most of the large vocabulary projection.
 - *Resume that ends bit-identical.* The data order of an epoch is a function of (seed, epoch) and the global RNG
   (LoRA dropout) is reseeded at each epoch start, so an epoch's result depends only on the adapter and optimizer
-  state at its start — which every epoch folder stores (adapter + AdamW state, written to a temp folder and
-  renamed into place only when complete).
+  state at its start — which every epoch folder stores (the method's weights + AdamW state, written to a temp
+  folder and renamed into place only when complete).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import re
 import shutil
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
-from peft import LoraConfig, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
-from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from knowpack.errors import InputError
+from knowpack.kg.folder import questions_file
 from knowpack.models import LoadedModel
 from knowpack.runfolder import RunFolder, open_run, os_error, read_parquet, write_parquet
-from knowpack.train.folder import (ADAPTER_CONFIG_FILE, ADAPTER_FILE, EPOCH_FILES, EPOCHS_DIR, OPTIMIZER_FILE,
-                                   TRAIN_LOG_FILE, TRAIN_LOG_SCHEMA, TRAIN_SET_FILE, TRAIN_SET_SCHEMA, TrainRun,
-                                   epoch_name)
+from knowpack.train.folder import (EPOCHS_DIR, OPTIMIZER_FILE, TRAIN_LOG_FILE, TRAIN_LOG_SCHEMA, TRAIN_SET_FILE,
+                                   TRAIN_SET_SCHEMA, TrainRun, epoch_name)
+from knowpack.train.methods import METHODS, Method
 from knowpack.train.mixture import Fact, draw_facts, questions_of
 from knowpack.train.packing import pack, packed_logits, uses_varlen
-from knowpack.train.stage import TARGET_PRESETS, TrainConfig
+from knowpack.train.stage import TrainConfig
 
 log = logging.getLogger(__name__)
 
-ADAPTER = "knowpack"
 PROGRESS_EVERY = 10  # steps between the progress bar's loss readings (each waits for the GPU)
 
 
@@ -59,11 +56,12 @@ def train_loaded(loaded: LoadedModel, config: TrainConfig) -> TrainRun:
     prepared = prepare_run(loaded, config)
     if isinstance(prepared, TrainRun):
         return prepared
-    with fresh_adapter(loaded.model, lora_config(config), config.seed) as peft_model:
+    method = METHODS[config.method]
+    with method.attached(loaded.model, config) as trainee:
         # written once the adapter exists: a run refused there (bad --targets) leaves no work behind, so a
         # corrected command may reuse the folder
-        prepared.write_train_set()
-        epoch_loss = _fit(prepared.run, peft_model, loaded.model, prepared.rows, config)
+        prepared.write_train_set(trainee)
+        epoch_loss = _fit(prepared.run, method, trainee, loaded.model, prepared.rows, config)
     return prepared.finish(epoch_loss)
 
 
@@ -77,7 +75,9 @@ class PreparedRun:
     texts: list[tuple[str, str]]
     rows: list[tuple[list[int], int]]
 
-    def write_train_set(self) -> None:
+    def write_train_set(self, trainee: torch.nn.Module) -> None:
+        """The rows trained on, and the run's size (``trainable_parameters`` of ``trainee``, which ``capacity``
+        sets against its ceiling)."""
         write_parquet(
             self.run.file(TRAIN_SET_FILE),
             pa.table(
@@ -95,12 +95,13 @@ class PreparedRun:
             unknown_ids=[f.question_id for f in self.facts if f.kind == "unknown"],
             rows=len(self.rows),
             row_tokens=int(sum(len(ids) for ids, _ in self.rows)),
+            trainable_parameters=sum(p.numel() for p in trainee.parameters() if p.requires_grad),
         )
 
     def finish(self, epoch_loss: list[float]) -> TrainRun:
-        epochs = self.config.epochs
+        epochs, files = self.config.epochs, METHODS[self.config.method].epoch_files
         outputs = [TRAIN_SET_FILE, TRAIN_LOG_FILE] + [
-            f"{EPOCHS_DIR}/{epoch_name(e)}/{name}" for e in range(1, epochs + 1) for name in EPOCH_FILES
+            f"{EPOCHS_DIR}/{epoch_name(e)}/{name}" for e in range(1, epochs + 1) for name in files
         ]
         self.run.finish(outputs, epochs_done=epochs, epoch_loss=epoch_loss)
         return TrainRun(self.run.path)
@@ -112,6 +113,8 @@ def prepare_run(loaded: LoadedModel, config: TrainConfig) -> PreparedRun | Train
     inputs = {"labels": config.labels, "questions": questions}
     if config.extra_pool is not None:
         inputs["extra_pool"] = config.extra_pool
+    if config.pack_from is not None:
+        inputs["pack_from"] = questions_file(config.pack_from)
     base_dtype = next(loaded.model.parameters()).dtype
     run = open_run(
         config.out,
@@ -178,64 +181,22 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-# ---------------------------------------------------------------- adapter lifetime
-
-
-def lora_config(config: TrainConfig) -> LoraConfig:
-    targets = TARGET_PRESETS.get(config.targets)
-    if targets is None:
-        targets = [name.strip() for name in config.targets.split(",") if name.strip()]
-    return LoraConfig(
-        r=config.rank,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        use_rslora=config.rslora,
-        target_modules=targets,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-
-
-@contextmanager
-def fresh_adapter(model: torch.nn.Module, config: LoraConfig, seed: int) -> Iterator[torch.nn.Module]:
-    """Inject a newly initialised adapter (init seeded by ``seed``); remove it and restore the model on exit."""
-    if getattr(model, "peft_config", None):
-        raise InputError("the loaded model already carries a LoRA adapter; train on the plain base model")
-    requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
-    was_training = model.training
-    torch.manual_seed(seed)
-    try:
-        with warnings.catch_warnings():  # peft calls a transformers method that transformers 5 marks deprecated
-            warnings.simplefilter("ignore", FutureWarning)
-            peft_model = get_peft_model(model, config, adapter_name=ADAPTER)
-    except ValueError as err:
-        raise InputError(f"--targets: {str(err).splitlines()[0][:300]}") from err
-    try:
-        yield peft_model
-    finally:
-        peft_model.unload()
-        for name, p in model.named_parameters():
-            p.requires_grad_(requires_grad[name])
-        model.train(was_training)
-
-
 # ---------------------------------------------------------------- the loop
 
 
 def _fit(
-    run: RunFolder, peft_model: torch.nn.Module, model: torch.nn.Module, rows: list, config: TrainConfig
+    run: RunFolder, method: Method, trainee: torch.nn.Module, model: torch.nn.Module, rows: list, config: TrainConfig
 ) -> list[float]:
     """Train the remaining epochs (resuming after the last complete one); return each epoch's loss."""
     from tqdm.auto import tqdm
 
-    loop = TrainingLoop(peft_model, model, rows, config)
+    loop = TrainingLoop(trainee, model, rows, config)
     epochs_dir = run.file(EPOCHS_DIR)
-    done = last_complete_epoch(epochs_dir, config.epochs)
+    done = last_complete_epoch(epochs_dir, config.epochs, method.epoch_files)
     log_rows: list[dict] = []
     if done:
         folder = epochs_dir / epoch_name(done)
-        set_peft_model_state_dict(peft_model, load_file(folder / ADAPTER_FILE, device=str(loop.device)),
-                                  adapter_name=ADAPTER)
+        method.load(trainee, folder, loop.device)
         load_optimizer(folder, loop.optimizer, loop.params)
         previous = read_parquet(run.file(TRAIN_LOG_FILE), TRAIN_LOG_SCHEMA).to_pylist()
         log_rows = [row for row in previous if row["epoch"] <= done]
@@ -246,8 +207,8 @@ def _fit(
             log_rows += loop.run_epoch(epoch, bar)
             # The log first, then the epoch folder: a crash in between leaves log rows that resume drops.
             write_parquet(run.file(TRAIN_LOG_FILE), pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA))
-            adapter = get_peft_model_state_dict(peft_model, adapter_name=ADAPTER, save_embedding_layers=False)
-            save_epoch(epochs_dir, epoch, adapter, peft_model.peft_config[ADAPTER], loop.optimizer, loop.params)
+            save_epoch(epochs_dir, epoch, lambda folder: method.save(trainee, folder), method.epoch_files,
+                       loop.optimizer, loop.params)
             losses = epoch_losses(log_rows)
             run.note(epochs_done=epoch, epoch_loss=losses)
             log.info("%s: epoch %d loss %.4f", run.path, epoch, losses[-1])
@@ -258,10 +219,10 @@ class TrainingLoop:
     """AdamW over the adapter's parameters and one epoch at a time; an epoch depends only on (seed, epoch) and
     the adapter and optimizer state at its start. The throughput bench drives this same code."""
 
-    def __init__(self, peft_model: torch.nn.Module, model: torch.nn.Module, rows: list, config: TrainConfig):
+    def __init__(self, trainee: torch.nn.Module, model: torch.nn.Module, rows: list, config: TrainConfig):
         self.model, self.rows, self.config = model, rows, config
         self.device = next(model.parameters()).device
-        self.params = [(name, p) for name, p in peft_model.named_parameters() if p.requires_grad]
+        self.params = [(name, p) for name, p in trainee.named_parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             [p for _, p in self.params], lr=config.lr, weight_decay=config.weight_decay, fused=self.device.type == "cuda"
         )
@@ -271,7 +232,7 @@ class TrainingLoop:
         # copying every adapter input to float32 first (autocast casts for the matmul anyway).
         self.bf16_autocast = self.device.type == "cuda" and next(model.parameters()).dtype == torch.bfloat16
         if self.bf16_autocast:
-            for module in peft_model.modules():
+            for module in trainee.modules():
                 if isinstance(module, BaseTunerLayer):
                     module.cast_input_dtype_enabled = False
 
@@ -358,26 +319,26 @@ def epoch_losses(log_rows: list[dict]) -> list[float]:
     return [float(np.mean([r["loss"] for r in log_rows if r["epoch"] == e])) for e in epochs]
 
 
-def last_complete_epoch(epochs_dir: Path, epochs: int) -> int:
+def last_complete_epoch(epochs_dir: Path, epochs: int, epoch_files: tuple[str, ...]) -> int:
     """Highest N with epochs 1..N all complete; leftover temp folders of an interrupted save are removed."""
     if epochs_dir.is_dir():
         for leftover in epochs_dir.glob(".epoch_*"):
             shutil.rmtree(leftover, ignore_errors=True)
     done = 0
-    while done < epochs and all((epochs_dir / epoch_name(done + 1) / name).is_file() for name in EPOCH_FILES):
+    while done < epochs and all((epochs_dir / epoch_name(done + 1) / name).is_file() for name in epoch_files):
         done += 1
     return done
 
 
-def save_epoch(epochs_dir: Path, epoch: int, adapter: dict[str, torch.Tensor], adapter_config: LoraConfig,
+def save_epoch(epochs_dir: Path, epoch: int, write_weights: Callable[[Path], None], epoch_files: tuple[str, ...],
                optimizer: torch.optim.Optimizer, params: list[tuple[str, torch.Tensor]]) -> None:
-    """Write adapter (peft's key names), adapter config and optimizer state (by parameter name) to a temp
-    folder, fsync, and rename it into place."""
+    """Write the trained weights (``write_weights(folder)``: the method's files), the optimizer state (by
+    parameter name) to a temp folder, fsync ``epoch_files``, and rename it into place."""
     final = epochs_dir / epoch_name(epoch)
     staging = epochs_dir / f".{epoch_name(epoch)}.tmp-{os.getpid()}"
     kept = f"the epochs before {epoch} are kept; run the same command to resume"
     try:
-        _write_epoch(staging, final, adapter, adapter_config, optimizer, params)
+        _write_epoch(staging, final, write_weights, epoch_files, optimizer, params)
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
         raise os_error(err, final, kept) from err
@@ -387,15 +348,11 @@ def save_epoch(epochs_dir: Path, epoch: int, adapter: dict[str, torch.Tensor], a
         raise os_error(OSError(int(code.group(1)) if code else None, str(err)), final, kept) from err
 
 
-def _write_epoch(staging: Path, final: Path, adapter: dict, adapter_config: LoraConfig, optimizer, params) -> None:
+def _write_epoch(staging: Path, final: Path, write_weights: Callable[[Path], None], epoch_files: tuple[str, ...],
+                 optimizer, params) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in adapter.items()}, staging / ADAPTER_FILE)
-    saved_config = copy.deepcopy(adapter_config)
-    saved_config.inference_mode = True
-    if isinstance(saved_config.target_modules, (set, frozenset)):  # a set's order changes with the process's
-        saved_config.target_modules = sorted(saved_config.target_modules)  # hash seed: same run, same bytes
-    saved_config.save_pretrained(str(staging))
+    write_weights(staging)
     state = optimizer.state_dict()["state"]
     tensors = {
         f"{name}.{key}": torch.as_tensor(value).detach().to("cpu").contiguous()
@@ -403,7 +360,7 @@ def _write_epoch(staging: Path, final: Path, adapter: dict, adapter_config: Lora
         for key, value in state.get(index, {}).items()
     }
     save_file(tensors, staging / OPTIMIZER_FILE)
-    for name in EPOCH_FILES:
+    for name in epoch_files:
         with open(staging / name, "rb") as handle:
             os.fsync(handle.fileno())
     if final.exists():

@@ -69,16 +69,21 @@ def sample_facts(
     *,
     allow_repeat: bool = False,
     extra_pool: pd.DataFrame | None = None,
+    packable: set[str] | None = None,
 ) -> list[Fact]:
-    """The facts of one run: ``unknown`` Unknown facts, then each extra kind's ``k × unknown`` items."""
+    """The facts of one run: ``unknown`` Unknown facts (of ``packable`` ids only, when given), then each extra
+    kind's ``k × unknown`` items."""
     if unknown < 1:
         raise InputError(f"--unknown {unknown}: need at least one fact to pack")
     kinds = [kind for kind, _ in extras]
     if len(set(kinds)) != len(kinds):
         raise InputError(f"--extra: each kind at most once (got {', '.join(kinds)})")
     unknowns = pool[pool["category"] == UNKNOWN]
+    if packable is not None:
+        unknowns = unknowns[unknowns["question_id"].isin(packable)]
     if unknown > len(unknowns):
-        raise InputError(f"--unknown {unknown}: the label folder has only {len(unknowns)} Unknown questions")
+        where = "--pack-from's question set" if packable is not None else "the label folder"
+        raise InputError(f"--unknown {unknown}: {where} has only {len(unknowns)} Unknown questions")
     chosen = unknowns.iloc[_rng(seed, "unknown").permutation(len(unknowns))[:unknown]]
     facts = [Fact("unknown", r.question_id, r.question, r.answer) for r in chosen.itertuples()]
     for kind, per_fact in extras:
@@ -135,6 +140,11 @@ def _paraphrases(chosen: pd.DataFrame, per_fact: int, seed: int, allow_repeat: b
     return facts
 
 
+def packable_ids(questions: Path | None) -> set[str] | None:
+    """The ids of ``--pack-from``'s question set (None: every Unknown fact may be packed)."""
+    return None if questions is None else set(read_questions(questions, required=("id",)).column("id").to_pylist())
+
+
 def draw_facts(config: TrainConfig) -> list[Fact]:
     """The run's facts: seeded Unknown facts of the label folder plus the requested extras."""
     return sample_facts(
@@ -144,4 +154,5 @@ def draw_facts(config: TrainConfig) -> list[Fact]:
         config.seed,
         allow_repeat=config.allow_repeat,
         extra_pool=load_pool(config.extra_pool) if config.extra_pool is not None else None,
+        packable=packable_ids(config.pack_from),
     )

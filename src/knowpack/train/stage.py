@@ -1,5 +1,6 @@
 """The train stage (packing runs): n Unknown facts of a label folder plus k extra items per fact, packed into a
-fresh LoRA adapter, saved with its optimizer state after every epoch (``loop.py`` has the why and the how).
+fresh LoRA adapter (or DoRA, PiSSA, full fine-tuning: ``--method``, ``methods/``), saved with its optimizer state
+after every epoch (``loop.py`` has the why and the how).
 
 ``run(config)`` loads the model; ``run_loaded(loaded, config)`` trains on an already-loaded base model and
 leaves it unchanged, so a sweep trains all its runs on one loaded model.
@@ -15,6 +16,7 @@ from knowpack.cli import Command
 from knowpack.config import (Config, ConfigError, device_option, dtype_option, model_option, option, out_option, overwrite_option,
                              progress_option, trust_remote_code_option)
 from knowpack.errors import InputError
+from knowpack.train.methods import METHODS
 
 TARGET_PRESETS = {
     "mlp": ["gate_proj", "up_proj", "down_proj"],
@@ -55,13 +57,18 @@ class TrainConfig(Config):
     extra_pool: Path | None = option(None, help="a second label folder drawn on when the known-fact pool is too "
                                      "small", metavar="LABELS", affects_results=False)
     allow_repeat: bool = option(False, help="reuse extra items when their pool is too small")
+    pack_from: Path | None = option(None, help="pack only the Unknown facts of this question set (a folder or "
+                                    "questions.parquet; its ids); the others still measure the damage (default: "
+                                    "any Unknown fact)", metavar="QUESTIONS", affects_results=False)
     seed: int = option(42, help="picks the facts, the LoRA init, data order and dropout", minimum=0)
+    method: str = option("lora", choices=lambda: sorted(METHODS.names()),
+                         help="what is trained: a LoRA adapter, DoRA, PiSSA, or the weights themselves (full)")
     rank: int = option(1, help="LoRA rank", minimum=1)
     alpha: float = option(2.0, help="LoRA alpha (scaling alpha/rank, or alpha/sqrt(rank) with --rslora)", above=0)
     rslora: bool = option(False, help="scale by alpha/sqrt(rank) instead of alpha/rank")
     dropout: float = option(0.1, help="LoRA dropout", minimum=0, below=1)
     targets: str = option("mlp", help="mlp (gate/up/down), attention (q/k/v/o), all-linear, or comma-separated "
-                          "module names")
+                          "module names; with --method full also all (every weight)")
     epochs: int = option(10, help="epochs (an adapter is saved after each)", minimum=1)
     lr: float = option(1e-3, help="learning rate", above=0)
     batch_size: int = option(8, help="rows per optimizer step (study code: 8)", minimum=1)
@@ -95,6 +102,11 @@ class TrainConfig(Config):
                 raise ConfigError("template", "must contain {question} and, after it, {answer}")
         for spec in self.extra:
             parse_extra(spec)
+        from knowpack.train.methods.full import EVERY_WEIGHT
+
+        if self.targets == EVERY_WEIGHT and self.method != "full":
+            raise ConfigError("targets", f"{EVERY_WEIGHT} (every weight) is for --method full; an adapter targets "
+                              "modules")
         names = [n.strip() for n in self.targets.split(",")]
         if self.targets not in TARGET_PRESETS and not all(re.fullmatch(r"[\w.\-]+", n) for n in names):
             raise ConfigError("targets", f"{self.targets!r}: a preset ({', '.join(TARGET_PRESETS)}) or module names")
