@@ -1,5 +1,5 @@
-"""Same inputs and seed give the same questions, the same sampled facts and the same labels on CPU; the
-manifest's input hashes say which inputs a result came from, and change when an input does."""
+"""Same inputs and seed give the same sampled facts and the same labels on CPU (the same question build:
+test_kg_embedded.py); the manifest's input hashes say which inputs a result came from, and change when an input does."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ import pytest
 import torch
 
 from conftest import write_capital_questions
-import knowpack.kg.stage as questions_module
 from knowpack.errors import RunConflictError
-from knowpack.kg.stage import QuestionsConfig
-from knowpack.kg.stage import run as build_questions
 from knowpack.probe.stage import LabelConfig
 from knowpack.probe.stage import run as label
 from knowpack.runfolder import read_parquet, sha256_file
@@ -22,17 +19,6 @@ from knowpack.train.mixture import draw_facts
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
-def test_embedded_questions_are_the_same_for_the_same_seed(tmp_path, monkeypatch):
-    """Two builds from scratch (each with an empty question cache, so neither copies the other)."""
-    built = []
-    for name in ("first", "second"):
-        monkeypatch.setattr(questions_module, "cache_dir", lambda name=name: tmp_path / f"cache-{name}")
-        folder = build_questions(QuestionsConfig(out=tmp_path / name, per_bucket=2, seed=3, progress=False))
-        built.append(folder.file("questions.parquet"))
-    assert built[0].read_bytes() == built[1].read_bytes()
-    assert read_parquet(built[0]).num_rows > 50
 
 
 def labels_of(tmp_path, tiny_model_dir, questions, out):
