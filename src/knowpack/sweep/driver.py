@@ -143,7 +143,7 @@ def prepare_data(spec: SweepSpec, sweep_dir: Path) -> tuple[Path, Path]:
 def check_pools(spec: SweepSpec, runs: list[RunSpec], questions: Path, labels: Path) -> None:
     """Draw every run's facts now (cheap) so a grid asking for more facts than the pools hold fails before
     hours of training, naming the grid value, instead of failing run by run."""
-    from knowpack.train.mixture import load_pool, sample_facts
+    from knowpack.train.mixture import load_pool, restrict_pool, sample_facts
     from knowpack.train.stage import parse_extra
 
     pool = load_pool(labels, questions)
@@ -151,15 +151,16 @@ def check_pools(spec: SweepSpec, runs: list[RunSpec], questions: Path, labels: P
     seen = set()
     for run in runs:
         config = spec.train_config(run, labels=labels, questions=questions, out=Path("run"))
-        draw = (config.unknown, run.params["mixture"], config.seed, config.extra_pool)
+        draw = (config.unknown, run.params["mixture"], config.seed, config.extra_pool, config.pool, config.pack_known)
         if draw in seen:
             continue
         seen.add(draw)
         if config.extra_pool is not None and config.extra_pool not in extra_pools:
             extra_pools[config.extra_pool] = load_pool(config.extra_pool)
         try:
-            sample_facts(pool, config.unknown, [parse_extra(item) for item in config.extra], config.seed,
-                         allow_repeat=config.allow_repeat, extra_pool=extra_pools.get(config.extra_pool))
+            sample_facts(restrict_pool(pool, config.pool) if config.pool is not None else pool, config.unknown,
+                         [parse_extra(item) for item in config.extra], config.seed, allow_repeat=config.allow_repeat,
+                         extra_pool=extra_pools.get(config.extra_pool), pack_known=config.pack_known)
         except InputError as err:
             hint = ("; add `data: make: paraphrases: {k: N}` to the sweep file to generate them first"
                     if "paraphrase" in str(err) and spec.make_paraphrases is None else "")

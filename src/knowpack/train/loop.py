@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 
 from knowpack.errors import InputError
 from knowpack.models import LoadedModel
+from knowpack.kg.folder import questions_file
 from knowpack.runfolder import RunFolder, open_run, os_error, read_parquet, write_parquet
 from knowpack.train.folder import (ADAPTER_CONFIG_FILE, ADAPTER_FILE, EPOCH_FILES, EPOCHS_DIR, OPTIMIZER_FILE,
                                    TRAIN_LOG_FILE, TRAIN_LOG_SCHEMA, TRAIN_SET_FILE, TRAIN_SET_SCHEMA, TrainRun,
@@ -60,6 +61,8 @@ def train_loaded(loaded: LoadedModel, config: TrainConfig) -> TrainRun:
     inputs = {"labels": config.labels, "questions": questions}
     if config.extra_pool is not None:
         inputs["extra_pool"] = config.extra_pool
+    if config.pool is not None:
+        inputs["pool"] = questions_file(config.pool)
     base_dtype = next(loaded.model.parameters()).dtype
     run = open_run(
         config.out,

@@ -49,6 +49,11 @@ class TrainConfig(Config):
                                     metavar="FILE", affects_results=False)
     model: str = model_option(affects_results=False)
     unknown: int = option(50, help="Unknown facts to pack", minimum=1)
+    pool: Path | None = option(None, help="draw the packed facts and the known extras only from the questions of "
+                               "this file or question set (e.g. your own facts among labelled guard questions; "
+                               "default: every labelled question)", metavar="QUESTIONS", affects_results=False)
+    pack_known: bool = option(False, help="pack facts of every SliCK category, not only Unknown ones (known extras "
+                              "are then drawn from the facts not packed)")
     extra: tuple[str, ...] = option((), help="K extra items per fact, KIND:K with KIND highly-known, maybe-known, "
                                     "weakly-known or paraphrase (repeatable to mix kinds)", repeat=True,
                                     metavar="KIND:K")
