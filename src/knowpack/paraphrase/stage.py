@@ -1,8 +1,10 @@
 """``knowpack paraphrase``: k model-written paraphrases of any questions (the study asked an LLM for 200 each).
 
 A paraphrase is kept only when it is new (not the question nor an earlier paraphrase after ``text.normalize``),
-looks like a question (at least three words) and does not give the answer away (no alias occurs in it,
-``text.match_lenient``). Each question is sampled on its own seed (run seed + row), so results do not depend on
+is a question (at least three words, ending in a question mark), keeps the question's subject when the question
+set names one, and does not give the answer away (no alias occurs in it, ``text.match_lenient``). A small model
+asked to rephrase often answers instead ("The capital of Zorvania is Sarvem.") or drops the subject ("What is the
+most widely spoken language?"); trained as questions, such lines teach a wrong answer or a subject-free one. Each question is sampled on its own seed (run seed + row), so results do not depend on
 batching, and a run folder with the same config resumes as finished work.
 """
 
@@ -70,9 +72,9 @@ def clean_generation(text: str) -> str:
 
 
 def accept_paraphrases(candidates: Iterable[str], question: str, aliases: list[str], existing: list[str],
-                       k: int) -> list[str]:
+                       k: int, subject: str = "") -> list[str]:
     """Up to ``k`` new paraphrases from ``candidates``: distinct after normalisation from the question and from
-    ``existing``, at least three words, and not containing the answer."""
+    ``existing``, questions of at least three words, naming ``subject`` (when given), not containing the answer."""
     seen = {normalize(question), *(normalize(p) for p in existing)}
     kept: list[str] = []
     for candidate in candidates:
@@ -80,7 +82,9 @@ def accept_paraphrases(candidates: Iterable[str], question: str, aliases: list[s
         folded = normalize(text)
         if len(kept) >= k:
             break
-        if len(folded.split()) < 3 or folded in seen or (aliases and match_lenient(text, aliases)):
+        if len(folded.split()) < 3 or not text.endswith("?") or folded in seen:
+            continue
+        if (subject.strip() and not match_lenient(text, [subject])) or (aliases and match_lenient(text, aliases)):
             continue
         seen.add(folded)
         kept.append(text)
@@ -149,7 +153,8 @@ def run_loaded(loaded, config: ParaphraseConfig) -> ParaphrasedSet:
                     pad_token_id=tokenizer.pad_token_id,
                 )
             texts = tokenizer.batch_decode(output[:, prompt_length:], skip_special_tokens=True)
-            new += accept_paraphrases(texts, row["question"], row["aliases"], existing + new, config.k - len(new))
+            new += accept_paraphrases(texts, row["question"], row["aliases"], existing + new, config.k - len(new),
+                                      row["subject"])
             if len(new) >= config.k:
                 break
         row["paraphrases"] = existing + new
