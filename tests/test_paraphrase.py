@@ -36,10 +36,12 @@ def test_accept_refuses_answers_and_lost_subjects():
         "What is the capital?",  # the subject is gone
         "Which city is the capital of zorvania?",  # kept: the subject matches case-insensitively
         "Zorvania has which city as its capital?",
+        "Name the capital city of Zorvania.",  # a question put as a request
     ]
     kept = accept_paraphrases(candidates, "What is the capital of Zorvania?", ["Tarnholt"], existing=[], k=5,
                               subject="Zorvania")
-    assert kept == ["Which city is the capital of zorvania?", "Zorvania has which city as its capital?"]
+    assert kept == ["Which city is the capital of zorvania?", "Zorvania has which city as its capital?",
+                    "Name the capital city of Zorvania."]
     # without a subject only the question mark rule applies
     assert accept_paraphrases(candidates[:2], "What is the capital of Zorvania?", ["Tarnholt"], [], 5) == [
         "What is the capital?"]

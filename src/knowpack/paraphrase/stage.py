@@ -1,11 +1,13 @@
 """``knowpack paraphrase``: k model-written paraphrases of any questions (the study asked an LLM for 200 each).
 
 A paraphrase is kept only when it is new (not the question nor an earlier paraphrase after ``text.normalize``),
-is a question (at least three words, ending in a question mark), keeps the question's subject when the question
-set names one, and does not give the answer away (no alias occurs in it, ``text.match_lenient``). A small model
-asked to rephrase often answers instead ("The capital of Zorvania is Sarvem.") or drops the subject ("What is the
-most widely spoken language?"); trained as questions, such lines teach a wrong answer or a subject-free one. Each question is sampled on its own seed (run seed + row), so results do not depend on
-batching, and a run folder with the same config resumes as finished work.
+is a question (at least three words, ending in a question mark, or a request starting with one of ``REQUESTS``
+such as "Name the capital city of Zorvania." — the relation templates phrase some questions so), keeps the
+question's subject when the question set names one, and does not give the answer away (no alias occurs in it,
+``text.match_lenient``). A small model asked to rephrase often answers instead ("The capital of Zorvania is
+Sarvem.") or drops the subject ("What is the most widely spoken language?"); trained as questions, such lines teach
+a wrong answer or a subject-free one. Each question is sampled on its own seed (run seed + row), so results do not
+depend on batching, and a run folder with the same config resumes as finished work.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ DEFAULT_PROMPT = (
     "Rewrite the question below in different words, keeping exactly the same meaning. "
     "Reply with the rewritten question only.\nQuestion: {question}"
 )
+REQUESTS = ("name", "give", "state", "tell", "identify", "say")  # first words of a question put as a request
 _NUMBERING = re.compile(r"^\s*(?:(?:\d+[.)]|[-*•]|(?:rewritten |new |rephrased )?question\s*:)\s*)+", re.IGNORECASE)
 
 
@@ -82,7 +85,8 @@ def accept_paraphrases(candidates: Iterable[str], question: str, aliases: list[s
         folded = normalize(text)
         if len(kept) >= k:
             break
-        if len(folded.split()) < 3 or not text.endswith("?") or folded in seen:
+        words = folded.split()
+        if len(words) < 3 or not (text.endswith("?") or words[0] in REQUESTS) or folded in seen:
             continue
         if (subject.strip() and not match_lenient(text, [subject])) or (aliases and match_lenient(text, aliases)):
             continue
