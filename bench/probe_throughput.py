@@ -103,8 +103,13 @@ def check_exact_fp32(tokenizer, device: str, n_questions: int = 64) -> str:
 
 
 def build_jobs(tokenizer, n_questions: int, n_prompts: int, chat: bool) -> list[Job]:
-    prompts = PromptSet(tokenizer, PromptSettings(n_prompts=n_prompts, chat=chat), questions(n_questions))
-    return [Job(e.prefix, e.suffix) for p in range(n_prompts) for e in prompts.encode(p, range(n_questions))]
+    return build_jobs_for(tokenizer, questions(n_questions), n_prompts, chat)
+
+
+def build_jobs_for(tokenizer, texts: list[str], n_prompts: int, chat: bool) -> list[Job]:
+    """(prefix, suffix) jobs of the questions ``texts`` under ``n_prompts`` four-shot prompt sets."""
+    prompts = PromptSet(tokenizer, PromptSettings(n_prompts=n_prompts, chat=chat), texts)
+    return [Job(e.prefix, e.suffix) for p in range(n_prompts) for e in prompts.encode(p, range(len(texts)))]
 
 
 def sync(device: str) -> None:

@@ -2,7 +2,7 @@
 
 The study's configuration: HF ``Trainer``, batch 8, each batch padded to its longest row, eager attention, loss on
 every real token, LoRA rank 1 / alpha 2 / dropout 0.1 on gate/up/down, AdamW lr 1e-3 (bf16 autocast on GPU).
-knowpack: ``knowpack.train.lora.TrainingLoop`` (the code ``knowpack train`` runs) with the same adapter, rows packed
+knowpack: ``knowpack.train.loop.TrainingLoop`` (the code ``knowpack train`` runs) with the same adapter, rows packed
 without padding, sdpa, logits only at the answer tokens, fused AdamW on GPU, at several batch sizes.
 
 Rows are study-like: 40–70 tokens each (system + question + answer in a chat template), the answer the last 3–10
@@ -10,8 +10,8 @@ tokens; token ids are random (throughput does not depend on them), so no tokeniz
 (non-pad) tokens for both. Each variant runs ``--warmup`` steps, then ``--steps`` timed steps.
 
   CPU, embedded model:  python bench/train_throughput.py
-  GPU, Llama-3.1-8B shape with random bf16 weights (no download):
-                        python bench/train_throughput.py --device cuda --synthetic-llama8b --batches 8,16,32,64,128
+  GPU, Llama-3.1-8B shape with random bf16 weights (no download), and runs of batch 8 trained together:
+                        python bench/train_throughput.py --device cuda --synthetic-llama8b --batches 8,128 --together 8,16,32
 """
 
 from __future__ import annotations
@@ -96,6 +96,30 @@ def knowpack_variant(model, rows, batch: int, args, loss_on: str = "answer", cas
     return {"config": name, "batch": batch, "tokens_per_s": tokens / seconds, "step_s": seconds / len(log),
             "tokens_per_step": tokens / len(log), "padding_share": 0.0 if loop_varlen else None, "peak_gib": peak,
             "loss_first_last": [log[0]["loss"], log[-1]["loss"]]}
+
+
+def grouped_variant(model, rows, runs: int, args, batch: int = STUDY_BATCH) -> dict:
+    """Tokens/s of ``runs`` runs trained together (``knowpack.train.grouped``, what ``knowpack sweep`` does on a
+    GPU), each stepping on its own ``batch`` rows with its own optimizer; timed steps only."""
+    from knowpack.train.grouped import GroupedLoop, new_member
+
+    device = next(model.parameters()).device
+    count = batch * (args.warmup + args.steps)
+    members = []
+    for run in range(runs):
+        config = TrainConfig(labels=Path("-"), out=Path(f"run{run}"), rank=1, alpha=2.0, dropout=0.1, targets="mlp",
+                             lr=1e-3, batch_size=batch, epochs=1, seed=run)
+        members.append(new_member(model, config, rows[run * count:(run + 1) * count]))
+    loop = GroupedLoop(model, members)
+    reset_peak(device)
+    with loop.attached():
+        logs = loop.run_epoch(1, members)
+    peak = peak_gib(device)
+    timed = [row for member in members for row in logs[member][args.warmup:]]
+    tokens, seconds = sum(r["tokens"] for r in timed), sum(r["seconds"] for r in timed)
+    return {"config": f"knowpack, {runs} runs together, batch {batch} each", "batch": batch * runs,
+            "tokens_per_s": tokens / seconds, "step_s": seconds / args.steps, "tokens_per_step": tokens / args.steps,
+            "padding_share": 0.0 if loop.varlen else None, "peak_gib": peak}
 
 
 def study_variant(model, rows, args) -> dict:
@@ -242,8 +266,10 @@ def main() -> None:
     parser.add_argument("--lane-tokens", default="512", help="lane lengths for --lanes-ablation, e.g. 256,512")
     parser.add_argument("--compile-experiment", choices=("layer", "mlp"),
                         help="afterwards: the two largest batches with decoder layers (or their MLPs) under torch.compile")
+    parser.add_argument("--together", default="", help="also train N runs of batch 8 together, e.g. 8,16,32")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    args.together = [int(n) for n in args.together.split(",") if n]
     args.pass_tokens = [int(t) for t in args.pass_tokens.split(",") if t]
     args.lane_tokens = [int(t) for t in args.lane_tokens.split(",") if t]
 
@@ -256,7 +282,8 @@ def main() -> None:
         model, name = load_model(args.model, device=args.device).model, args.model
     device = next(model.parameters()).device
     batches = [int(b) for b in args.batches.split(",")]
-    rows = study_like_rows(max(batches + [STUDY_BATCH, 64]) * (args.warmup + args.steps), model.config.vocab_size, 0)
+    most_rows = max(batches + [STUDY_BATCH * n for n in args.together] + [64])
+    rows = study_like_rows(most_rows * (args.warmup + args.steps), model.config.vocab_size, 0)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {name} on {where}; dtype {next(model.parameters()).dtype}; torch {torch.__version__}", flush=True)
 
@@ -274,6 +301,13 @@ def main() -> None:
                 print(f"batch {batch}, {variant}: out of memory", flush=True)
                 continue
             print(results[-1], flush=True)
+    for runs in args.together:
+        try:
+            results.append(grouped_variant(model, rows, runs, args))
+        except torch.OutOfMemoryError:
+            print(f"{runs} runs together: out of memory", flush=True)
+            continue
+        print(results[-1], flush=True)
     if args.profile:
         profile(model, rows, max(batches), args)
     if args.ablations:  # at batch 64: the study's loss on every token; peft's float32 copies of adapter inputs

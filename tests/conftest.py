@@ -120,3 +120,27 @@ def rehash_outputs(folder: Path) -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["outputs"] = {name: sha256_file(folder / name) for name in manifest["outputs"]}
     write_json(folder / "manifest.json", manifest)
+
+
+@pytest.fixture
+def quiet_model_loading():
+    """transformers' weight-loading bar is progress output, not an error line: off, as with --no-progress."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    yield
+    transformers.utils.logging.enable_progress_bar()
+
+
+def error_line(capsys, argv: list[str]) -> str:
+    """Run the CLI in-process; check the failure contract (non-zero exit, no traceback, one line) and return
+    the line."""
+    from knowpack.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]

@@ -12,13 +12,12 @@ import pathlib
 import pyarrow as pa
 import pytest
 import torch
-import transformers
 import yaml
 from safetensors.torch import save_file
 
 import knowpack.kg.stage
 from knowpack.cli import main
-from conftest import write_capital_questions, write_unsupported_gguf
+from conftest import error_line, write_capital_questions, write_unsupported_gguf
 from knowpack.errors import InputError
 from knowpack.probe.stage import LabelConfig
 from knowpack.probe.stage import run as label
@@ -27,28 +26,7 @@ from knowpack.runfolder import write_parquet
 R = "http://dbpedia.org/resource/"
 O = "http://dbpedia.org/ontology/"
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def quiet_model_loading():
-    """transformers' weight-loading bar is progress output, not an error line: off, as with --no-progress."""
-    transformers.utils.logging.disable_progress_bar()
-    yield
-    transformers.utils.logging.enable_progress_bar()
-
-
-
-
-def error_line(capsys, argv: list[str]) -> str:
-    """Run the CLI in-process; check the failure contract and return the one error line."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code != 0
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
+pytestmark = pytest.mark.usefixtures("one_thread", "quiet_model_loading")
 
 
 def triple(s: str, p: str, o: str) -> str:

@@ -77,7 +77,7 @@ class Scripted:
     the model by the adapter name the label stage gives it (None: the base model; knowpack_1: epoch 1's adapter
     among the probe targets; any other: the final adapter)."""
 
-    def __init__(self, model, tokenizer, decoding, batch_size):
+    def __init__(self, model, tokenizer, decoding, batch_size, router=None):
         self.tokenizer = tokenizer
 
     def generate(self, jobs):

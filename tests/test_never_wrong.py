@@ -10,11 +10,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import transformers
 import torch
-from conftest import write_capital_questions
+from conftest import error_line, write_capital_questions
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
+import transformers
 from transformers import AutoModelForCausalLM
 
 import knowpack.train.loop
@@ -25,23 +25,7 @@ from knowpack.probe.stage import run as label
 from knowpack.runfolder import open_run, read_manifest
 from knowpack.sweep.spec import load_sweep
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def quiet_model_loading():
-    transformers.utils.logging.disable_progress_bar()
-    yield
-    transformers.utils.logging.enable_progress_bar()
-
-
-def error_line(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
+pytestmark = pytest.mark.usefixtures("one_thread", "quiet_model_loading")
 
 
 @pytest.fixture(scope="module")

@@ -163,3 +163,83 @@ def test_greedy_equals_generate_on_embedded_model(embedded_model_dir):
     generations = run(engine, jobs)
     assert sum(g[0].stopped for g in generations) >= len(jobs) // 2  # real answers end at <|im_end|>
     assert_matches_generate(model, tokenizer, engine, jobs, 10)
+
+
+def test_stacked_adapters_equal_peft(tiny, lively_model_dir, tmp_path):
+    """probe.adapters serves several plain LoRA adapters in one batch with peft's numbers: the same logits as
+    peft's mixed batch, and greedy answers equal to plain generate on each PeftModel."""
+    from knowpack.probe.adapters import StackedAdapters, supports
+
+    model, tokenizer = tiny
+    folders = {}
+    for name, (rank, alpha, rslora) in {"one": (4, 16, False), "two": (2, 3, True)}.items():
+        base = AutoModelForCausalLM.from_pretrained(lively_model_dir, dtype=torch.float32)
+        torch.manual_seed(rank)
+        get_peft_model(base, LoraConfig(r=rank, lora_alpha=alpha, use_rslora=rslora, init_lora_weights=False,
+                                        target_modules=["gate_proj", "down_proj"] if name == "one" else ["q_proj"]),
+                       ).save_pretrained(tmp_path / name)
+        folders[name] = tmp_path / name
+    assert all(supports(f) for f in folders.values())
+    ids = torch.tensor([[1, 5, 9, 13, 2, 7]] * 5)
+    names = [None, "one", "one", "two", None]
+    with attached_adapters(model, folders) as peft_model, torch.inference_mode():
+        expected = peft_model(ids, adapter_names=[n or "__base__" for n in names]).logits
+    with StackedAdapters(model, folders).attached() as stacked, torch.inference_mode():
+        with stacked.route(names):
+            got = model(ids).logits
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-5)  # float32 rounding: the scale is folded into B
+    with torch.inference_mode():
+        assert torch.equal(model(ids).logits[0], got[0]), "rows without an adapter, and the model after, are the base"
+
+    base_jobs = make_jobs(tokenizer, chat=True, n_prompts=1)
+    jobs = [Job(j.prefix, j.suffix, adapter, j.seed) for adapter in (None, "one", "two") for j in base_jobs]
+    with StackedAdapters(model, folders).attached() as stacked:
+        generations = run(PrefixEngine(model, tokenizer, Decoding(max_new_tokens=8), batch_size=64, router=stacked),
+                          jobs)
+    for name in ("one", "two"):
+        reference_model = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(lively_model_dir, dtype=torch.float32), folders[name]).eval()
+        for job, gens in zip(jobs, generations):
+            if job.adapter == name:
+                tokens = gens[0].tokens
+                job = Job(job.prefix, job.suffix, "default", job.seed)
+                assert list(tokens) == reference(reference_model, tokenizer, job, 8)[: len(tokens)]
+
+
+@pytest.mark.slow
+def test_stacked_adapters_equal_peft_generate_on_the_embedded_model(embedded_model_dir, tmp_path):
+    """On the real SmolLM2-135M: greedy answers with two LoRA adapters in one batch (stacked) equal plain
+    ``generate`` on each PeftModel."""
+    from knowpack.probe.adapters import StackedAdapters
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
+    folders = {}
+    for name, (rank, targets) in {"mlp": (8, ["gate_proj", "up_proj", "down_proj"]), "attn": (2, ["q_proj", "v_proj"])}.items():
+        base = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
+        torch.manual_seed(rank)
+        peft_model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets,
+                                                     init_lora_weights=False))
+        with torch.no_grad():  # large enough to change answers, small enough to keep them words
+            for parameter_name, parameter in peft_model.named_parameters():
+                if "lora_B" in parameter_name:
+                    parameter.mul_(0.5)
+        peft_model.save_pretrained(tmp_path / name)
+        folders[name] = tmp_path / name
+    model = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32).eval()
+    base_jobs = make_jobs(tokenizer, chat=True, n_prompts=1)
+    jobs = [Job(j.prefix, j.suffix, adapter, j.seed) for adapter in (None, "mlp", "attn") for j in base_jobs]
+    with StackedAdapters(model, folders).attached() as stacked:
+        generations = run(PrefixEngine(model, tokenizer, Decoding(max_new_tokens=12), batch_size=64, router=stacked),
+                          jobs)
+    answers = {}
+    for name in ("mlp", "attn"):
+        reference_model = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32), folders[name]).eval()
+        for job, gens in zip(jobs, generations):
+            if job.adapter == name:
+                tokens = list(gens[0].tokens)
+                assert tokens == reference(reference_model, tokenizer, Job(job.prefix, job.suffix, "default", job.seed),
+                                           12)[: len(tokens)]
+                answers.setdefault(name, []).append(tokens)
+    base_answers = [list(g[0].tokens) for job, g in zip(jobs, generations) if job.adapter is None]
+    assert answers["mlp"] != base_answers or answers["attn"] != base_answers, "the adapters change some answer"

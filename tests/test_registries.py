@@ -124,7 +124,7 @@ def test_a_new_backend_serves_the_label_stage(monkeypatch, tmp_path, tiny_model_
     from knowpack.probe.stage import run as label
 
     class Echo:
-        def __init__(self, model, tokenizer, decoding, batch_size):
+        def __init__(self, model, tokenizer, decoding, batch_size, router=None):
             self.token = tokenizer.encode(" Paris", add_special_tokens=False)
 
         def generate(self, jobs):

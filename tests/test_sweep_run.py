@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow as pa
+import torch
 from conftest import rehash_outputs
 import pytest
 import yaml
@@ -233,3 +234,28 @@ def test_ray_executor_two_cpu_actors(tmp_path, tiny_model_dir, data):
         assert json.loads((out / run_dir / "eval" / "manifest.json").read_text())["complete"]
     local = load_sweep(sweep_file(tmp_path, tiny_model_dir, data, epochs=1), out=tmp_path / "ray")
     assert [r.run_id for r in local.runs()] == list(index["run_id"]), "same ids whichever executor ran them"
+
+
+def test_runs_trained_together_equal_runs_trained_alone(tmp_path, tiny_model_dir, data):
+    """`--train-together 3` groups the grid's four runs as 3 + 1 (by size); without dropout each adapter equals
+    the one trained alone, and every run is evaluated."""
+    from safetensors.torch import load_file
+
+    path = sweep_file(tmp_path, tiny_model_dir, data)
+    document = yaml.safe_load(path.read_text())
+    document["train"]["dropout"] = 0.0
+    path.write_text(yaml.safe_dump(document))
+    folders = {}
+    for together in (1, 3):
+        folders[together] = tmp_path / f"together{together}"
+        release_base_models()
+        assert main(["sweep", str(path), "--out", str(folders[together]), "--train-together", str(together)]) == 0
+    alone = read_parquet(folders[1] / "sweep.parquet").to_pandas()
+    together = read_parquet(folders[3] / "sweep.parquet").to_pandas()
+    assert set(together["status"]) == {"done"} and list(together["run_id"]) == list(alone["run_id"])
+    for run_dir in alone["run_dir"]:
+        for epoch in ("epoch_01", "epoch_02"):
+            a = load_file(folders[1] / run_dir / "epochs" / epoch / "adapter_model.safetensors")
+            b = load_file(folders[3] / run_dir / "epochs" / epoch / "adapter_model.safetensors")
+            for key in a:
+                torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)

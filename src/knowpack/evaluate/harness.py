@@ -224,7 +224,8 @@ def run_benchmarks(loaded: LoadedModel, label: str, adapter: Path | None, config
 
     log.info("%s: lm-evaluation-harness on %s", label, ", ".join(sorted(set(plan.benchmark_of.values()))))
     with adapter_applied(loaded, adapter) as model:
-        harness_model = HFLM(pretrained=model, tokenizer=loaded.tokenizer, batch_size=config.benchmark_batch_size)
+        batch_size = config.benchmark_batch_size or ("auto" if loaded.device.type == "cuda" else 8)
+        harness_model = HFLM(pretrained=model, tokenizer=loaded.tokenizer, batch_size=batch_size)
         try:
             output = lm_eval.simple_evaluate(
                 harness_model,

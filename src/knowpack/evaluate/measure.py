@@ -28,7 +28,8 @@ SAMPLING_SETTINGS = ("n_samples", "temperature", "sample_seed")
 
 
 def label_with_base_settings(loaded: LoadedModel, base: LabelFolder, questions: Path,
-                             targets: list[tuple[Path, Path | None]], *, greedy_only: bool = False) -> None:
+                             targets: list[tuple[Path, Path | None]], *, greedy_only: bool = False,
+                             progress: bool = True) -> None:
     """Label ``questions`` into each (folder, adapter) target not yet complete, with the base labels' settings,
     and check that every resulting folder records the same settings (so before/after compare like with like).
 
@@ -47,7 +48,8 @@ def label_with_base_settings(loaded: LoadedModel, base: LabelFolder, questions: 
     todo = [LabelTarget(out=out, adapter=adapter) for out, adapter in targets if not is_complete(out)]
     if todo:
         log.info("labelling %s with %d model(s): %s", questions, len(todo), ", ".join(str(t.out) for t in todo))
-        run_loaded(loaded, LabelConfig(**{**wanted, "questions": questions, "out": todo[0].out}), todo)
+        run_loaded(loaded, LabelConfig(**{**wanted, "questions": questions, "out": todo[0].out,
+                                          "progress": progress}), todo)
     ignored = {"model", "questions", *(SAMPLING_SETTINGS if greedy_only else ())}
     for out, _ in targets:
         made = LabelFolder(out).settings
@@ -82,9 +84,11 @@ def evaluate_loaded(loaded: LoadedModel, config: EvaluateConfig) -> Evaluation:
                       schema=QUESTIONS_SCHEMA)
     probe_dirs = {e: folder.file(f"{PROBE_LABELS_DIR}/{epoch_dir(e)}") for e in [0, *run.epochs]}
     label_with_base_settings(loaded, base, probe_questions,
-                             [(path, run.epochs.get(e)) for e, path in probe_dirs.items()], greedy_only=True)
+                             [(path, run.epochs.get(e)) for e, path in probe_dirs.items()], greedy_only=True,
+                             progress=config.progress)
     after_dirs = {e: folder.file(f"{LABELS_DIR}/{epoch_dir(e)}") for e in shift_epochs}
-    label_with_base_settings(loaded, base, questions_path, [(path, run.epochs[e]) for e, path in after_dirs.items()])
+    label_with_base_settings(loaded, base, questions_path, [(path, run.epochs[e]) for e, path in after_dirs.items()],
+                             progress=config.progress)
 
     ctx = MetricContext(
         config=config, questions=questions, train_set=train_set, unknown_ids=run.unknown_ids,

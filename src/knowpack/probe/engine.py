@@ -14,7 +14,8 @@ full prompt for every question. This engine:
 * sorts suffixes by length, stops each row at the end of its answer (end-of-sequence/turn, or a newline after
   the answer began) and drops finished rows from the batch;
 * runs the greedy answer and N samples of a prompt from one suffix pass (rows are forked after it);
-* mixes several LoRA adapters of one base model in one batch (peft ``adapter_names``), each with its own prefix.
+* mixes several LoRA adapters of one base model in one batch, each with its own prefix: plain LoRA adapters through
+  ``probe.adapters.StackedAdapters`` (the base model's speed), others through peft's ``adapter_names``.
 
 Sampling is seeded per (prompt, sample): each sampled token comes from one counter-based uniform number, so an
 answer does not depend on batch size or on what else is in the batch (resumed runs draw the same answers).
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -228,15 +229,16 @@ class PrefixEngine:
     base model). ``batch_size`` counts generated sequences (a prompt with N samples takes 1 + N rows).
     """
 
-    def __init__(self, model, tokenizer, decoding: Decoding, batch_size: int = 64):
+    def __init__(self, model, tokenizer, decoding: Decoding, batch_size: int = 64, router=None):
         decoding.validate()
+        self.router = router  # StackedAdapters serving the jobs' adapters (else peft's adapter_names)
         self.model = model
         self.decoding = decoding
         self.batch_size = max(1, batch_size)
         self.device = next(model.parameters()).device
         vocab = model.get_output_embeddings().weight.shape[0]
         self.stop = StopRule(model, tokenizer, vocab, decoding.stop_at_newline, self.device)
-        self.uses_adapters = hasattr(model, "peft_config")
+        self.uses_adapters = router is not None or hasattr(model, "peft_config")
         # reading "who finished" waits for the device; on a GPU look every few steps (finished rows idle meanwhile)
         self.check_every = 1 if self.device.type == "cpu" else 4
         self._prefix_cache: dict[tuple[tuple[int, ...], str | None], dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -381,9 +383,10 @@ class PrefixEngine:
                  adapters: list[str | None], max_position: int) -> torch.Tensor:
         state.begin(ids.shape[1], max_position)
         extra = {}
-        if self.uses_adapters:
+        routed = self.router.route(adapters) if self.router is not None else nullcontext()
+        if self.uses_adapters and self.router is None:
             extra["adapter_names"] = [a if a is not None else BASE_ADAPTER for a in adapters]
-        with _prefix_attention(self.model, state):
+        with _prefix_attention(self.model, state), routed:
             out = self.model(input_ids=ids, position_ids=positions, use_cache=False, logits_to_keep=1, **extra)
         state.end()
         return out.logits

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from knowpack.probe.store import ResponseStore, item_key
 from knowpack.runfolder import MANIFEST, atomic_path, open_run, read_manifest, sha256_file, write_parquet
 from knowpack.text import extract_answer, match_lenient, match_strict
 
-ENCODE_ROWS = 4096  # questions rendered and tokenised at a time (bounds memory for large question sets)
+ENCODE_ROWS = 16384  # questions rendered and tokenised at a time (bounds memory for large question sets)
 # responses.parquet row groups hold this many rows whatever the store's chunking, so a resumed run writes the
 # same bytes as an uninterrupted one
 RESPONSES_ROW_GROUP = 65_536
@@ -194,6 +195,51 @@ def attached_adapters(model, adapters: dict[str, Path]) -> Iterator:
         peft_model.unload()
 
 
+@contextmanager
+def adapter_engine(loaded: LoadedModel, config: LabelConfig, decoding: Decoding, adapters: dict[str, Path]):
+    """The configured backend over the base model with ``adapters`` attached: plain LoRA adapters stacked
+    (``probe.adapters``, at the base model's speed), any other kind through peft."""
+    from knowpack.probe.adapters import StackedAdapters, supports
+
+    make = BACKENDS[config.backend].make
+    batch_size = config.batch_size or auto_batch_size(loaded, decoding, config.progress)
+    if adapters and all(supports(folder) for folder in adapters.values()):
+        with StackedAdapters(loaded.model, adapters).attached() as stacked:
+            yield make(loaded.model, loaded.tokenizer, decoding, batch_size, router=stacked)
+        return
+    with attached_adapters(loaded.model, adapters) as model:
+        yield make(model, loaded.tokenizer, decoding, batch_size)
+
+
+CPU_BATCH = 64
+GPU_BATCH_LIMIT = 4096  # sequences: on an H200 4096 beat 8192 (SmolLM2-135M) and 1024/2048 (8B shape)
+GPU_MEMORY_SHARE = 0.4  # of the free memory, for the batch's keys/values (prefill and logits take the rest)
+ROW_SLOTS = 128  # key slots a generated row holds: its question (≤ ~64 tokens) and answer (≤ 32) and alignment
+
+
+def auto_batch_size(loaded: LoadedModel, decoding: Decoding, announce: bool = True) -> int:
+    """Generated sequences per batch: 64 on a CPU (larger batches gain nothing there); on a GPU as many rows as
+    ``GPU_MEMORY_SHARE`` of the free memory holds keys and values for (layers × 2 × kv heads × head size ×
+    ``ROW_SLOTS`` × bytes), rounded down to a power of two within [64, GPU_BATCH_LIMIT]. Printed, since it
+    decides the speed: ``--batch-size`` overrides it."""
+    import torch
+
+    if loaded.device.type != "cuda":
+        return CPU_BATCH
+    config = loaded.model.config.get_text_config()
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    element = next(loaded.model.parameters()).element_size()
+    per_row = config.num_hidden_layers * 2 * heads * head_dim * ROW_SLOTS * element
+    free, _ = torch.cuda.mem_get_info(loaded.device)
+    rows = max(CPU_BATCH, min(GPU_BATCH_LIMIT, int(GPU_MEMORY_SHARE * free // per_row)))
+    size = 1 << (rows.bit_length() - 1)
+    if announce:
+        print(f"label: batch of {size} sequences (from {free / 2**30:.0f} GiB free; --batch-size to choose)",
+              file=sys.stderr, flush=True)
+    return size
+
+
 # ---------------------------------------------------------------- generation
 
 
@@ -234,8 +280,7 @@ def _generate(loaded: LoadedModel, config: LabelConfig, prompts: PromptSet, ques
     adapters = {item.adapter_name: Path(item.adapter) for item in pending if item.adapter_name}
     bar = tqdm(total=todo, unit="prompt", desc="label", disable=not config.progress, dynamic_ncols=True)
     try:
-        with attached_adapters(loaded.model, adapters) as model:
-            engine = BACKENDS[config.backend].make(model, tokenizer, decoding, config.batch_size)
+        with adapter_engine(loaded, config, decoding, adapters) as engine:
             for prompt_id in range(config.n_prompts):
                 for start in range(0, n_rows, ENCODE_ROWS):
                     chunk = order[start:start + ENCODE_ROWS]

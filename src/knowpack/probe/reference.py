@@ -18,8 +18,9 @@ from knowpack.probe.stops import StopRule
 
 
 class GenerateEngine:
-    def __init__(self, model, tokenizer, decoding: Decoding, batch_size: int = 1):
+    def __init__(self, model, tokenizer, decoding: Decoding, batch_size: int = 1, router=None):
         decoding.validate()
+        self.router = router
         if decoding.min_new_tokens:
             raise InputError("the generate backend does not force a minimum answer length; use the prefix backend")
         self.model, self.decoding = model, decoding
@@ -45,9 +46,15 @@ class GenerateEngine:
         return [self._cut(tokens) for tokens in outputs]
 
     def _generate(self, ids: torch.Tensor, adapter: str | None, **sampling) -> torch.Tensor:
-        extra = {"adapter_names": [adapter or "__base__"] * len(ids)} if hasattr(self.model, "peft_config") else {}
-        out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.decoding.max_new_tokens,
-                                  eos_token_id=self.stop.eos_ids, pad_token_id=self.pad_token_id, **sampling, **extra)
+        from contextlib import nullcontext
+
+        extra = {}
+        if self.router is None and hasattr(self.model, "peft_config"):
+            extra["adapter_names"] = [adapter or "__base__"] * len(ids)
+        with self.router.route([adapter] * len(ids)) if self.router is not None else nullcontext():
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids),
+                                      max_new_tokens=self.decoding.max_new_tokens, eos_token_id=self.stop.eos_ids,
+                                      pad_token_id=self.pad_token_id, **sampling, **extra)
         return out[:, ids.shape[1]:]
 
     def _cut(self, tokens: torch.Tensor) -> Generation:

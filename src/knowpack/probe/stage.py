@@ -63,7 +63,9 @@ class LabelConfig(Config):
     dtype: str | None = dtype_option()
     device: str | None = device_option()
     trust_remote_code: bool = trust_remote_code_option()
-    batch_size: int = option(64, help="generated sequences per batch", minimum=1, affects_results=False)
+    batch_size: int | None = option(None, help="generated sequences per batch (default: 64 on a CPU; on a GPU sized "
+                                    "from the model and the free memory, and printed)", minimum=1,
+                                    affects_results=False)
     chunk_rows: int = option(20_000, help="generations kept in memory before a store chunk is written (a crash "
                              "loses at most these)", minimum=1, affects_results=False)
     store: Path | None = option(None, help="shared response store folder (default: OUT/store)", metavar="DIR",

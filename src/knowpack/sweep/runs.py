@@ -65,6 +65,9 @@ class SweepJob:
     def load_model(self):
         return base_model(self.model, self.device, self.dtype, self.trust_remote_code)
 
+    def train_config(self, run: RunSpec):
+        return self.spec.train_config(run, labels=self.labels, questions=self.questions, out=self.run_dir(run))
+
 
 _BASE_MODELS: dict[tuple, object] = {}
 
@@ -95,28 +98,82 @@ class RunResult:
     error: str = ""
 
 
-def execute_run(loaded, job: SweepJob, run: RunSpec) -> RunResult:
+def execute_run(loaded, job: SweepJob, run: RunSpec, trained_seconds: float = 0.0) -> RunResult:
     """Train (resuming from the last complete epoch if the folder holds a half-finished run), then evaluate.
 
     Any failure is caught and returned, so one bad run does not stop a sweep of many; its traceback goes to
-    ``SWEEP_DIR/logs/<run_id>.log``.
+    ``SWEEP_DIR/logs/<run_id>.log``. ``trained_seconds``: time already spent training it in a group.
     """
     from knowpack.evaluate import stage as evaluate
     from knowpack.train import stage as train
 
-    started = time.monotonic()
+    started = time.monotonic() - trained_seconds
     run_dir = job.run_dir(run)
     try:
-        train.run_loaded(loaded, job.spec.train_config(run, labels=job.labels, questions=job.questions, out=run_dir))
+        train.run_loaded(loaded, job.train_config(run))
         evaluate.run_loaded(loaded, job.spec.evaluate_config(run, run_dir))
     except Exception as err:  # noqa: BLE001 - recorded per run; the sweep goes on with the others
-        log = job.out / "logs" / f"{run.run_id}.log"
-        write_bytes(log, traceback.format_exc().encode())
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if not isinstance(err, KnowpackError):
-            message = f"{type(err).__name__}: {message} (traceback in logs/{run.run_id}.log)"
-        return RunResult(run.run_id, FAILED, time.monotonic() - started, message[:500])
+        return failed_run(job, run, err, time.monotonic() - started)
     return RunResult(run.run_id, run_state(run_dir)[0], time.monotonic() - started)
+
+
+def execute_group(loaded, job: SweepJob, runs: list[RunSpec], record) -> None:
+    """Train ``runs`` together in one pass over the base model (``train.grouped``), then evaluate each one;
+    ``record`` gets each run's result as it ends."""
+    from knowpack.train.grouped import train_group
+
+    started = time.monotonic()
+    try:
+        trained = train_group(loaded, [job.train_config(run) for run in runs])
+    except Exception as err:  # noqa: BLE001 - the whole group failed; recorded per run
+        trained = [err] * len(runs)
+    share = (time.monotonic() - started) / len(runs)
+    for run, outcome in zip(runs, trained, strict=True):
+        record(failed_run(job, run, outcome, share) if isinstance(outcome, Exception)
+               else execute_run(loaded, job, run, trained_seconds=share))
+
+
+def training_groups(job: SweepJob, runs: list[RunSpec], together: int | None, loaded) -> list[list[RunSpec]]:
+    """The runs in groups that train together: runs that can share a pass (same targets and packing), of
+    similar size (sorted by rows, so a group's runs end their epochs at about the same step), at most
+    ``together`` a group — by default as many as fill ``GROUP_ROWS`` rows a step on a GPU, one on a CPU."""
+    from knowpack.train.grouped import GROUP_ROWS, auto_group_size, group_key, groupable
+
+    configs = {run.run_id: job.train_config(run) for run in runs}
+    if together == 1 or (together is None and auto_group_size(loaded, 1) == 1):
+        return [[run] for run in runs]
+    alone = [[run] for run in runs if not groupable(configs[run.run_id])]
+    shared = sorted((run for run in runs if groupable(configs[run.run_id])),
+                    key=lambda run: (group_key(configs[run.run_id]), run_rows(configs[run.run_id])))
+    groups: list[list[RunSpec]] = []
+    for run in shared:
+        config = configs[run.run_id]
+        current = groups[-1] if groups else None
+        fits = current is not None and group_key(configs[current[0].run_id]) == group_key(config) and (
+            len(current) < together if together else
+            sum(configs[r.run_id].batch_size for r in current) + config.batch_size <= GROUP_ROWS)
+        if fits:
+            current.append(run)
+        else:
+            groups.append([run])
+    return groups + alone
+
+
+def run_rows(config) -> int:
+    """Rows a run trains on: its Unknown facts and their extra items."""
+    from knowpack.train.stage import parse_extra
+
+    return config.unknown * (1 + sum(parse_extra(item)[1] for item in config.extra))
+
+
+def failed_run(job: SweepJob, run: RunSpec, err: BaseException, seconds: float) -> RunResult:
+    """A failed run's result, its traceback in ``SWEEP_DIR/logs/<run_id>.log``."""
+    log = job.out / "logs" / f"{run.run_id}.log"
+    write_bytes(log, "".join(traceback.format_exception(err)).encode())
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if not isinstance(err, KnowpackError):
+        message = f"{type(err).__name__}: {message} (traceback in logs/{run.run_id}.log)"
+    return RunResult(run.run_id, FAILED, seconds, message[:500])
 
 
 def run_state(run_dir: Path) -> tuple[str, int]:

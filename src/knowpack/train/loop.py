@@ -57,6 +57,58 @@ PROGRESS_EVERY = 10  # steps between the progress bar's loss readings (each wait
 
 def train_loaded(loaded: LoadedModel, config: TrainConfig) -> TrainRun:
     """Train one adapter on ``loaded`` (left unchanged afterwards) into the run folder ``config.out``."""
+    prepared = prepare_run(loaded, config)
+    if isinstance(prepared, TrainRun):
+        return prepared
+    with fresh_adapter(loaded.model, lora_config(config), config.seed) as peft_model:
+        # written once the adapter exists: a run refused there (bad --targets) leaves no work behind, so a
+        # corrected command may reuse the folder
+        prepared.write_train_set()
+        epoch_loss = _fit(prepared.run, peft_model, loaded.model, prepared.rows, config)
+    return prepared.finish(epoch_loss)
+
+
+@dataclass
+class PreparedRun:
+    """A training run folder opened, its facts drawn and encoded; nothing written in it yet but the manifest."""
+
+    run: RunFolder
+    config: TrainConfig
+    facts: list[Fact]
+    texts: list[tuple[str, str]]
+    rows: list[tuple[list[int], int]]
+
+    def write_train_set(self) -> None:
+        write_parquet(
+            self.run.file(TRAIN_SET_FILE),
+            pa.table(
+                {
+                    "row_id": list(range(len(self.facts))),
+                    "kind": [f.kind for f in self.facts],
+                    "question_id": [f.question_id for f in self.facts],
+                    "prompt": [p for p, _ in self.texts],
+                    "target": [t for _, t in self.texts],
+                },
+                schema=TRAIN_SET_SCHEMA,
+            ),
+        )
+        self.run.note(
+            unknown_ids=[f.question_id for f in self.facts if f.kind == "unknown"],
+            rows=len(self.rows),
+            row_tokens=int(sum(len(ids) for ids, _ in self.rows)),
+        )
+
+    def finish(self, epoch_loss: list[float]) -> TrainRun:
+        epochs = self.config.epochs
+        outputs = [TRAIN_SET_FILE, TRAIN_LOG_FILE] + [
+            f"{EPOCHS_DIR}/{epoch_name(e)}/{name}" for e in range(1, epochs + 1) for name in EPOCH_FILES
+        ]
+        self.run.finish(outputs, epochs_done=epochs, epoch_loss=epoch_loss)
+        return TrainRun(self.run.path)
+
+
+def prepare_run(loaded: LoadedModel, config: TrainConfig) -> PreparedRun | TrainRun:
+    """Open the run folder (the finished run if it is complete) and draw and encode the run's rows."""
     questions = questions_of(config.labels, config.questions)
     inputs = {"labels": config.labels, "questions": questions}
     if config.extra_pool is not None:
@@ -74,39 +126,12 @@ def train_loaded(loaded: LoadedModel, config: TrainConfig) -> TrainRun:
     )
     if run.complete:
         return TrainRun(run.path)
-
     facts = draw_facts(config)
     # A custom template is plain text; otherwise the model's chat template unless the config says otherwise.
     chat = (loaded.chat if config.chat is None else config.chat) and config.template is None
     texts = [format_example(loaded.tokenizer, fact, chat, config.template) for fact in facts]
     rows = [encode_example(loaded.tokenizer, prompt, target, add_special_tokens=not chat) for prompt, target in texts]
-    with fresh_adapter(loaded.model, lora_config(config), config.seed) as peft_model:
-        # written once the adapter exists: a run refused there (bad --targets) leaves no work behind, so a
-        # corrected command may reuse the folder
-        write_parquet(
-            run.file(TRAIN_SET_FILE),
-            pa.table(
-                {
-                    "row_id": list(range(len(facts))),
-                    "kind": [f.kind for f in facts],
-                    "question_id": [f.question_id for f in facts],
-                    "prompt": [p for p, _ in texts],
-                    "target": [t for _, t in texts],
-                },
-                schema=TRAIN_SET_SCHEMA,
-            ),
-        )
-        run.note(
-            unknown_ids=[f.question_id for f in facts if f.kind == "unknown"],
-            rows=len(rows),
-            row_tokens=int(sum(len(ids) for ids, _ in rows)),
-        )
-        epoch_loss = _fit(run, peft_model, loaded.model, rows, config)
-    outputs = [TRAIN_SET_FILE, TRAIN_LOG_FILE] + [
-        f"{EPOCHS_DIR}/{epoch_name(e)}/{name}" for e in range(1, config.epochs + 1) for name in EPOCH_FILES
-    ]
-    run.finish(outputs, epochs_done=config.epochs, epoch_loss=epoch_loss)
-    return TrainRun(run.path)
+    return PreparedRun(run, config, facts, texts, rows)
 
 
 # ---------------------------------------------------------------- examples
@@ -208,10 +233,13 @@ def _fit(
 
     loop = TrainingLoop(peft_model, model, rows, config)
     epochs_dir = run.file(EPOCHS_DIR)
-    done = _last_complete_epoch(epochs_dir, config.epochs)
+    done = last_complete_epoch(epochs_dir, config.epochs)
     log_rows: list[dict] = []
     if done:
-        _load_epoch(epochs_dir / epoch_name(done), peft_model, loop.optimizer, loop.params, loop.device)
+        folder = epochs_dir / epoch_name(done)
+        set_peft_model_state_dict(peft_model, load_file(folder / ADAPTER_FILE, device=str(loop.device)),
+                                  adapter_name=ADAPTER)
+        load_optimizer(folder, loop.optimizer, loop.params)
         previous = read_parquet(run.file(TRAIN_LOG_FILE), TRAIN_LOG_SCHEMA).to_pylist()
         log_rows = [row for row in previous if row["epoch"] <= done]
         log.info("%s: resuming after epoch %d", run.path, done)
@@ -221,11 +249,12 @@ def _fit(
             log_rows += loop.run_epoch(epoch, bar)
             # The log first, then the epoch folder: a crash in between leaves log rows that resume drops.
             write_parquet(run.file(TRAIN_LOG_FILE), pa.Table.from_pylist(log_rows, schema=TRAIN_LOG_SCHEMA))
-            _save_epoch(epochs_dir, epoch, peft_model, loop.optimizer, loop.params)
-            losses = _epoch_losses(log_rows)
+            adapter = get_peft_model_state_dict(peft_model, adapter_name=ADAPTER, save_embedding_layers=False)
+            save_epoch(epochs_dir, epoch, adapter, peft_model.peft_config[ADAPTER], loop.optimizer, loop.params)
+            losses = epoch_losses(log_rows)
             run.note(epochs_done=epoch, epoch_loss=losses)
             log.info("%s: epoch %d loss %.4f", run.path, epoch, losses[-1])
-    return _epoch_losses(log_rows)
+    return epoch_losses(log_rows)
 
 
 class TrainingLoop:
@@ -259,7 +288,7 @@ class TrainingLoop:
         config, total_steps = self.config, self.steps_per_epoch * self.config.epochs
         torch.manual_seed(epoch_seed(config.seed, epoch))
         self.model.train()
-        losses, tokens, clocks = [], [], [self._clock()]
+        losses, tokens, clocks = [], [], [step_clock(self.device)]
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         started = time.perf_counter()
         for index, batch_rows in enumerate(epoch_batches(len(self.rows), config.batch_size, config.seed, epoch)):
@@ -286,7 +315,7 @@ class TrainingLoop:
                 self._diverged(epoch, index + 1)
             losses.append(step_loss)
             tokens.append(sum(batch.tokens for batch in passes))
-            clocks.append(self._clock())
+            clocks.append(step_clock(self.device))
             if bar is not None and not bar.disable:
                 bar.update(1)
                 if index % PROGRESS_EVERY == 0 or index + 1 == self.steps_per_epoch:
@@ -294,7 +323,7 @@ class TrainingLoop:
                     bar.set_postfix(epoch=epoch, loss=f"{step_loss.item():.4f}", tokens_s=f"{rate:,.0f}")
         if not finite or not all(torch.isfinite(p).all() for _, p in self.params):
             self._diverged(epoch, None)
-        seconds = self._intervals(clocks)
+        seconds = clock_intervals(self.device, clocks)
         return [
             {"epoch": epoch, "step": (epoch - 1) * self.steps_per_epoch + i + 1, "loss": loss, "tokens": n,
              "seconds": sec}
@@ -307,27 +336,32 @@ class TrainingLoop:
                          f"(inf/nan); nothing of this epoch was saved; lower --lr (now {self.config.lr:g}) or "
                          f"--alpha (now {self.config.alpha:g})")
 
-    def _clock(self):
-        if self.device.type != "cuda":
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-
-    def _intervals(self, clocks: list) -> list[float]:
-        if self.device.type != "cuda":
-            return [b - a for a, b in zip(clocks, clocks[1:])]
-        clocks[-1].synchronize()
-        return [a.elapsed_time(b) / 1000 for a, b in zip(clocks, clocks[1:])]
 
 
-def _epoch_losses(log_rows: list[dict]) -> list[float]:
+def step_clock(device: torch.device):
+    """A point in time that does not wait for the GPU: a recorded CUDA event there, the wall clock on a CPU."""
+    if device.type != "cuda":
+        return time.perf_counter()
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+def clock_intervals(device: torch.device, clocks: list) -> list[float]:
+    """Seconds between consecutive ``step_clock`` readings (waits for the GPU once, at the last)."""
+    if device.type != "cuda":
+        return [b - a for a, b in zip(clocks, clocks[1:])]
+    clocks[-1].synchronize()
+    return [a.elapsed_time(b) / 1000 for a, b in zip(clocks, clocks[1:])]
+
+
+def epoch_losses(log_rows: list[dict]) -> list[float]:
     """Mean step loss per epoch, in epoch order."""
     epochs = sorted({row["epoch"] for row in log_rows})
     return [float(np.mean([r["loss"] for r in log_rows if r["epoch"] == e])) for e in epochs]
 
 
-def _last_complete_epoch(epochs_dir: Path, epochs: int) -> int:
+def last_complete_epoch(epochs_dir: Path, epochs: int) -> int:
     """Highest N with epochs 1..N all complete; leftover temp folders of an interrupted save are removed."""
     if epochs_dir.is_dir():
         for leftover in epochs_dir.glob(".epoch_*"):
@@ -338,13 +372,15 @@ def _last_complete_epoch(epochs_dir: Path, epochs: int) -> int:
     return done
 
 
-def _save_epoch(epochs_dir: Path, epoch: int, peft_model, optimizer, params) -> None:
-    """Write adapter, adapter config and optimizer state to a temp folder, fsync, and rename it into place."""
+def save_epoch(epochs_dir: Path, epoch: int, adapter: dict[str, torch.Tensor], adapter_config: LoraConfig,
+               optimizer: torch.optim.Optimizer, params: list[tuple[str, torch.Tensor]]) -> None:
+    """Write adapter (peft's key names), adapter config and optimizer state (by parameter name) to a temp
+    folder, fsync, and rename it into place."""
     final = epochs_dir / epoch_name(epoch)
     staging = epochs_dir / f".{epoch_name(epoch)}.tmp-{os.getpid()}"
     kept = f"the epochs before {epoch} are kept; run the same command to resume"
     try:
-        _write_epoch(staging, final, peft_model, optimizer, params)
+        _write_epoch(staging, final, adapter, adapter_config, optimizer, params)
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
         raise os_error(err, final, kept) from err
@@ -354,12 +390,11 @@ def _save_epoch(epochs_dir: Path, epoch: int, peft_model, optimizer, params) -> 
         raise os_error(OSError(int(code.group(1)) if code else None, str(err)), final, kept) from err
 
 
-def _write_epoch(staging: Path, final: Path, peft_model, optimizer, params) -> None:
+def _write_epoch(staging: Path, final: Path, adapter: dict, adapter_config: LoraConfig, optimizer, params) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    adapter = get_peft_model_state_dict(peft_model, adapter_name=ADAPTER, save_embedding_layers=False)
     save_file({k: v.detach().to("cpu").contiguous() for k, v in adapter.items()}, staging / ADAPTER_FILE)
-    saved_config = copy.deepcopy(peft_model.peft_config[ADAPTER])
+    saved_config = copy.deepcopy(adapter_config)
     saved_config.inference_mode = True
     if isinstance(saved_config.target_modules, (set, frozenset)):  # a set's order changes with the process's
         saved_config.target_modules = sorted(saved_config.target_modules)  # hash seed: same run, same bytes
@@ -379,9 +414,8 @@ def _write_epoch(staging: Path, final: Path, peft_model, optimizer, params) -> N
     os.replace(staging, final)
 
 
-def _load_epoch(folder: Path, peft_model, optimizer, params, device: torch.device) -> None:
-    """Restore adapter weights and AdamW state saved by :func:`_save_epoch`."""
-    set_peft_model_state_dict(peft_model, load_file(folder / ADAPTER_FILE, device=str(device)), adapter_name=ADAPTER)
+def load_optimizer(folder: Path, optimizer: torch.optim.Optimizer, params: list[tuple[str, torch.Tensor]]) -> None:
+    """Restore the AdamW state saved by :func:`save_epoch` (by parameter name)."""
     saved = load_file(folder / OPTIMIZER_FILE)
     state_dict = optimizer.state_dict()
     state_dict["state"] = {

@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -45,6 +45,19 @@ VARLEN_MIN_TOKENS = 1024
 
 
 @dataclass
+class GroupSpan:
+    """Where one group of rows lies in a packed batch: tokens ``start:end`` of the sequence (its own lanes, so
+    contiguous), of which ``real`` are its rows' tokens (indices from ``start``; None: all of them, no padding),
+    and entries ``label_start:label_end`` of ``positions`` / ``labels``."""
+
+    start: int
+    end: int
+    real: torch.Tensor | None
+    label_start: int
+    label_end: int
+
+
+@dataclass
 class PackedBatch:
     """Lanes of rows concatenated into one sequence of ``lanes × width`` tokens (lane ends padded); the loss is
     read at ``positions`` (indices into that sequence) and must predict ``labels``. ``segments`` numbers each
@@ -62,6 +75,7 @@ class PackedBatch:
     lanes: int
     width: int
     varlen: bool  # attention by flash over the rows (else per lane with ``lane_mask``)
+    spans: list[GroupSpan] = field(default_factory=list)  # one per row group (``pack(groups=...)``)
 
     def lane_mask(self) -> torch.Tensor:
         """Each lane's block-diagonal causal mask, (lanes, 1, width, width); pad tokens see each other only, so
@@ -87,16 +101,27 @@ def assign_lanes(lengths: list[int], lane_tokens: int) -> list[list[int]]:
 
 
 def pack(rows: list[tuple[list[int], int]], loss_on: str, device: torch.device, lane_tokens: int = 512,
-         varlen: bool = False) -> PackedBatch:
+         varlen: bool = False, groups: list[int] | None = None) -> PackedBatch:
     """Pack (token ids, prompt length) rows; ``loss_on`` "answer" reads the loss after the prompt only.
-    ``varlen``: the model can run flash attention over rows (``uses_varlen``); long passes then get one lane."""
+    ``varlen``: the model can run flash attention over rows (``uses_varlen``); long passes then get one lane.
+    ``groups``: the rows are consecutive groups of these sizes, each packed into lanes of its own so that its
+    tokens and labels are contiguous (``spans``): several runs trained in one pass (``grouped.py``)."""
     lengths = [len(ids) for ids, _ in rows]  # then padding blocks' lengths appended
     tokens = sum(lengths)
     varlen = varlen and tokens > VARLEN_MIN_TOKENS
-    lanes = [list(range(len(rows)))] if varlen else assign_lanes(lengths, lane_tokens)
+    sizes = groups if groups is not None else [len(rows)]
+    firsts = [sum(sizes[:g]) for g in range(len(sizes))]
+    group_lanes = [[list(range(first, first + size))] if varlen else
+                   [[first + i for i in lane] for lane in assign_lanes(lengths[first:first + size], lane_tokens)]
+                   for first, size in zip(firsts, sizes)]
+    lanes = [lane for per_group in group_lanes for lane in per_group]
     width = max(sum(lengths[i] for i in lane) for lane in lanes)
     ids, position_ids, segments, starts, positions, labels = [], [], [], [], [], []
-    for lane in lanes:
+    group_starts: list[tuple[int, int]] = []  # (first token, first label) of each group
+    group_of_lane = [g for g, per_group in enumerate(group_lanes) for _ in per_group]
+    for lane_index, lane in enumerate(lanes):
+        if lane_index == 0 or group_of_lane[lane_index] != group_of_lane[lane_index - 1]:
+            group_starts.append((len(ids), len(labels)))
         start_of_lane = len(ids)
         for segment, index in enumerate(lane):
             row, prompt_len = rows[index]
@@ -108,7 +133,7 @@ def pack(rows: list[tuple[list[int], int]], loss_on: str, device: torch.device, 
             segments += [segment] * len(row)
             positions += range(start + first, start + len(row) - 1)
             labels += row[first + 1 :]
-        padding = width - (len(ids) - start_of_lane)
+        padding = 0 if varlen else width - (len(ids) - start_of_lane)  # flash over rows needs no equal lanes
         if padding:
             starts.append(len(ids))
             lengths.append(padding)
@@ -121,10 +146,18 @@ def pack(rows: list[tuple[list[int], int]], loss_on: str, device: torch.device, 
         tensor = torch.tensor(values, dtype=dtype)
         return (tensor.pin_memory() if pinned else tensor).to(device, non_blocking=pinned)
 
+    group_spans = []
+    if groups is not None:
+        ends = group_starts[1:] + [(len(ids), len(labels))]
+        for (start, label_start), (end, label_end) in zip(group_starts, ends):
+            real = [i for i in range(end - start) if segments[start + i] >= 0]
+            group_spans.append(GroupSpan(start, end, None if len(real) == end - start else to_device(real),
+                                         label_start, label_end))
+    n_lanes, width = (1, len(ids)) if varlen else (len(lanes), width)
     return PackedBatch(
-        to_device([ids]), to_device([position_ids]), to_device(segments).view(len(lanes), width),
+        to_device([ids]), to_device([position_ids]), to_device(segments).view(n_lanes, width),
         to_device(starts + [len(ids)], torch.int32), max(lengths),
-        to_device(positions), to_device(labels), tokens, len(lanes), width, varlen,
+        to_device(positions), to_device(labels), tokens, n_lanes, width, varlen, group_spans,
     )
 
 

@@ -44,7 +44,8 @@ class BenchmarkOptions(Config):
                                  "plain, as the study)")
     benchmarks_dir: Path | None = option(None, help="local copies of hub datasets: a task's dataset_path X is read "
                                          "from DIR/X", metavar="DIR")
-    benchmark_batch_size: int = option(8, help="harness batch size", minimum=1, affects_results=False)
+    benchmark_batch_size: int | None = option(None, help="harness batch size (default: 8 on a CPU, the harness's "
+                                              "'auto' on a GPU)", minimum=1, affects_results=False)
 
     def check(self) -> None:
         if self.benchmarks == ("none",):

@@ -65,7 +65,7 @@ class Engine(Protocol):
 class Backend:
     name: str
     help: str
-    make: Callable[..., Engine]  # (model, tokenizer, decoding, batch_size) -> Engine
+    make: Callable[..., Engine]  # (model, tokenizer, decoding, batch_size, router=None) -> Engine
 
 
 BACKENDS: Registry[Backend] = Registry("generation backend", package=__name__)
