@@ -7,18 +7,19 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import write_capital_questions
+from conftest import error_line, write_capital_questions
 from knowpack import cli
-from knowpack.errors import InputError
 from knowpack.inject import pipeline
-from knowpack.inject.outcome import choose_epoch
+from knowpack.inject.folder import InjectFolder
+from knowpack.inject.outcome import choose_epoch, epoch_rows
 from knowpack.inject.policy import Mixture, choose_mixture, fit_paraphrases
-from knowpack.inject.questions import stratified_sample, with_template_paraphrases
+from knowpack.inject.questions import facts_to_pack, stratified_sample, with_template_paraphrases
 from knowpack.inject.stage import InjectConfig
 from knowpack.kg.facts_file import read_facts
 from knowpack.kg.folder import QUESTIONS_SCHEMA
@@ -59,9 +60,7 @@ GOOD = {"question": "What is the capital of Zorvania?", "answer": "Tarnholt"}
 ])
 def test_bad_rows_are_one_line_errors(tmp_path, capsys, no_model, rows, message):
     facts = write_lines(tmp_path / "facts.jsonl", rows)
-    assert cli.main(["inject", str(facts), "--out", str(tmp_path / "out")]) == 2
-    error = capsys.readouterr().err.strip()
-    assert message in error and "\n" not in error
+    assert message in error_line(capsys, ["inject", str(facts), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
 
 
@@ -86,9 +85,8 @@ def test_other_input_errors_are_one_line(tmp_path, capsys, no_model):
         ([str(facts), "--targets", "not a module!"], "--targets"),
     ]
     for args, message in cases:
-        assert cli.main(["inject", *args, "--out", str(tmp_path / "out")]) == 2, args
-        error = capsys.readouterr().err.strip()
-        assert message in error and "\n" not in error, (args, error)
+        error = error_line(capsys, ["inject", *args, "--out", str(tmp_path / "out")])
+        assert message in error, (args, error)
 
 
 def test_skip_bad_rows_drops_and_counts_them(tmp_path):
@@ -98,7 +96,25 @@ def test_skip_bad_rows_drops_and_counts_them(tmp_path):
     assert [row for row, _ in inputs.skipped] == [2, 3, 4]
 
 
+def test_machine_defaults():
+    config = InjectConfig(facts=INVENTED, out=Path("out"))
+    cpu, gpu = pipeline.machine_settings(config, gpu=False), pipeline.machine_settings(config, gpu=True)
+    assert (cpu["guard_size"], cpu["prompts"], cpu["options"]) == (200, 3, pipeline.CPU_BENCHMARKS)
+    assert (gpu["guard_size"], gpu["prompts"], gpu["options"]) == (None, 10, {})  # None: the whole guard set
+    given = InjectConfig(facts=INVENTED, out=Path("out"), guard_size=50, prompts=4, options={"limit": 5})
+    assert pipeline.machine_settings(given, gpu=False) == {"machine": "cpu", "guard_size": 50, "prompts": 4,
+                                                           "options": {"limit": 5}}
+
+
 # ---------------------------------------------------------------- the tables an injection is made of
+
+
+def test_known_facts_are_left_out_unless_kept(tmp_path):
+    facts = read_facts(write_lines(tmp_path / "facts.jsonl", [
+        {"question": f"Question {i}?", "answer": f"A{i}", "id": f"f{i}"} for i in range(4)])).table
+    categories = {"f0": "HighlyKnown", "f1": "Unknown", "f2": "MaybeKnown", "f3": "Unknown"}
+    assert facts_to_pack(facts, categories, keep_known=False).column("id").to_pylist() == ["f1", "f3"]
+    assert facts_to_pack(facts, categories, keep_known=True).column("id").to_pylist() == ["f0", "f1", "f2", "f3"]
 
 
 def test_stratified_sample_spreads_over_relations_and_buckets():
@@ -110,12 +126,12 @@ def test_stratified_sample_spreads_over_relations_and_buckets():
                       "question": f"{relation} {bucket} {i}?"} for i in range(per_bucket)]
     table = pa.Table.from_pylist(rows)
     sample = stratified_sample(table, 18, seed=0)
-    # 9 strata: two full rounds take 2 of each, but "small" has only 1 per bucket, so a third round fills in
+    # 9 strata: round 1 takes 9, round 2 the 6 strata of "big" and "mid" (each "small" one is empty), round 3
+    # the 3 left from the first 3 of those 6 in the seeded order: three strata hold 3, three hold 2
     counts = Counter(zip(sample.column("relation").to_pylist(), sample.column("bucket").to_pylist()))
     assert sample.num_rows == 18 and len(set(sample.column("id").to_pylist())) == 18
     assert all(counts[("small", b)] == 1 for b in ("head", "torso", "tail"))
-    assert sorted(counts[("big", b)] + counts[("mid", b)] for b in ("head", "torso", "tail")) == [5, 5, 5]
-    assert all(counts[(r, b)] in (2, 3) for r in ("big", "mid") for b in ("head", "torso", "tail"))
+    assert sorted(counts[(r, b)] for r in ("big", "mid") for b in ("head", "torso", "tail")) == [2, 2, 2, 3, 3, 3]
     assert stratified_sample(table, 18, seed=0).column("id").to_pylist() == sample.column("id").to_pylist()
     assert stratified_sample(table, None, seed=0).num_rows == table.num_rows == 75
     assert stratified_sample(table, 500, seed=0).num_rows == 75
@@ -158,6 +174,28 @@ def epoch(number, reliability, negative, mmlu_drop=None):
     return {"epoch": number, "reliability": reliability, "guard_negative_shift": negative, "benchmarks": benchmarks}
 
 
+def test_epoch_rows_by_hand():
+    guard = pd.DataFrame({"id": ["g0", "g1", "g2", "g3"], "bucket": ["head"] * 4, "relation": ["capital"] * 4})
+
+    def labels(categories):
+        return pd.DataFrame({"question_id": ["g0", "g1", "g2", "g3", "f0"], "category": categories})
+
+    base = labels(["HighlyKnown", "MaybeKnown", "Unknown", "HighlyKnown", "Unknown"])
+    # epoch 1: g0 fell (HK→UK), g1 rose (MK→HK), g2 and g3 stayed; the fact f0 rose but is no guard question
+    after = {1: labels(["Unknown", "HighlyKnown", "Unknown", "HighlyKnown", "HighlyKnown"])}
+    summary = {"reliability": {"trained": {"0": {"lenient": 0.0}, "1": {"lenient": 1.0}},
+                               "heldout_paraphrase": {"0": {"lenient": 0.0}, "1": {"lenient": 0.5}}},
+               "benchmarks": {"results": {"mmlu/acc": {"base": {"value": 0.30, "stderr": 0.04},
+                                                       "epoch_01": {"value": 0.25, "stderr": 0.03}}}}}
+    rows = epoch_rows(summary, base, after, guard)
+    assert rows[0] == {"epoch": 0, "reliability": 0.0, "heldout_reliability": 0.0, "guard_negative_shift": 0.0,
+                       "guard_positive_shift": 0.0, "benchmarks": {"mmlu/acc": {"value": 0.30, "stderr": 0.04,
+                                                                                "drop": 0.0}}}
+    assert rows[1]["guard_negative_shift"] == 1 / 4 and rows[1]["guard_positive_shift"] == 1 / 4
+    assert rows[1]["heldout_reliability"] == 0.5
+    assert rows[1]["benchmarks"]["mmlu/acc"]["drop"] == pytest.approx(0.05)
+
+
 def test_choose_epoch_best_reliability_within_the_limit():
     rows = [epoch(0, 0.0, 0.0), epoch(1, 0.4, 0.01), epoch(2, 0.9, 0.04), epoch(3, 0.9, 0.05), epoch(4, 1.0, 0.12)]
     # epoch 4 breaks the 0.1 limit; epochs 2 and 3 tie on reliability: the earlier one
@@ -175,9 +213,14 @@ def test_choose_epoch_best_reliability_within_the_limit():
 # ---------------------------------------------------------------- whole injections on the tiny model
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One response store for this module's injections, as every injection on a machine shares one."""
+    return tmp_path_factory.mktemp("store")
+
+
 @pytest.fixture
-def own_store(monkeypatch, tmp_path_factory):
-    store = tmp_path_factory.mktemp("store")
+def own_store(monkeypatch, store):
     monkeypatch.setattr(pipeline, "shared_store", lambda: store)
     return store
 
@@ -186,8 +229,8 @@ def tiny_injection(tmp_path: Path, model_dir: Path, out: str, **options) -> Inje
     facts = write_lines(tmp_path / "facts.jsonl", [
         {"question": f"What is the capital of Zorvania{i}?", "answer": f"Tarnholt{i}", "subject": f"Zorvania{i}",
          "relation": "capital"} for i in range(4)] + [
-        {"question": "Who founded Glimmerforge?", "answer": "Idris Venn", "paraphrases": [
-            "Glimmerforge was founded by whom?", "Who is the founder of Glimmerforge?"]}])
+        {"question": "Who founded Glimmerforge?", "answer": "Idris Venn", "subject": "Glimmerforge",
+         "paraphrases": ["Glimmerforge was founded by whom?"]}])
     guard = write_capital_questions(tmp_path / "guard.parquet", 12)
     known = write_lines(tmp_path / "known.jsonl", [{"question": f"What is {i} plus {i}?", "answer": str(2 * i)}
                                                     for i in range(6)])
@@ -196,19 +239,39 @@ def tiny_injection(tmp_path: Path, model_dir: Path, out: str, **options) -> Inje
                         **options)
 
 
-def test_injection_on_the_tiny_model(tmp_path, lively_model_dir, own_store, one_thread):
+@pytest.fixture(scope="module")
+def injected(tmp_path_factory, lively_model_dir, store) -> InjectFolder:
+    """One whole injection on the tiny model, shared by the tests that read it (a run takes tens of seconds)."""
+    from knowpack.inject.stage import run
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the one_thread fixture, for the module
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OMP_NUM_THREADS", "1")
+            patch.setattr(pipeline, "shared_store", lambda: store)
+            return run(tiny_injection(tmp_path_factory.mktemp("injection"), lively_model_dir, "whole"))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_injection_on_the_tiny_model(tmp_path, lively_model_dir, injected, capsys):
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from knowpack.inject.stage import run
+    import knowpack
 
-    folder = run(tiny_injection(tmp_path, lively_model_dir, "inject"))
+    folder = injected
     record = folder.summary()
     assert folder.manifest["complete"] and folder.manifest["summary"] == record["summary"]
     # the lively model knows none of the invented facts: all five are packed
     assert record["facts"]["rows"] == 5 and record["facts"]["known"] == [] and record["facts"]["packed"] == 5
-    assert record["facts"]["paraphrases"] == {"given": 2, "templates": 12, "generated": 0}  # 3 per capital fact
+    # 3 template phrasings per capital fact; Glimmerforge has 1 of the 2 needed (1 to train, 1 held out), so the
+    # paraphrase stage was asked for it alone (the random model writes nothing that names Glimmerforge)
+    assert record["facts"]["paraphrases"] == {"given": 1, "templates": 12, "generated": 0}
+    asked = pq.read_table(folder.file("data/paraphrase_input.parquet")).column("question").to_pylist()
+    assert asked == ["Who founded Glimmerforge?"] and folder.file("paraphrases/manifest.json").is_file()
     assert record["mixture"]["extra"] == ["paraphrase:1"]  # 0 of the 6 --known facts are HighlyKnown
     assert record["guard"]["questions"] == 12 and [r["epoch"] for r in record["epochs"]] == [0, 1, 2]
     assert record["summary"].startswith(f"{record['facts']['stuck']} of 5 facts stuck")
@@ -226,26 +289,34 @@ def test_injection_on_the_tiny_model(tmp_path, lively_model_dir, own_store, one_
     model = PeftModel.from_pretrained(base, str(adapter))  # plain peft, nothing of knowpack
     assert model.peft_config["default"].r == 8
     card = (adapter / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: peft\n") and "knowpack 0.1.0" in card and "negative shift" in card
-    assert f"# {record['facts']['stuck']} of 5 facts packed" in card
+    assert card.startswith("---\nlibrary_name: peft\n") and f"knowpack {knowpack.__version__}" in card
+    assert f"# {record['facts']['stuck']} of 5 facts packed" in card and "negative shift" in card
     for report in (folder.html, folder.file("report.md")):
-        assert record["summary"] in report.read_text()
+        text = report.read_text()
+        assert record["summary"] in text and "all of its questions" in text  # the guard's size is stated
+
+    # the base labels against the exported adapter: over the guard (nothing of it trained) the same damage
+    out = tmp_path / "diff.json"
+    assert cli.main(["diff", str(folder.file("labels")), str(folder.path), "--json", str(out),
+                     "--resamples", "100"]) == 0
+    capsys.readouterr()
+    guard = json.loads(out.read_text())["shift"]["not_trained/lenient"]
+    assert guard["n_questions"] == 12 and guard["negative"] == record["damage"]["shift"]["negative"]
 
 
-def test_an_interrupted_injection_resumes_to_the_same_result(tmp_path, lively_model_dir, own_store, one_thread,
+def test_an_interrupted_injection_resumes_to_the_same_result(lively_model_dir, injected, own_store, one_thread,
                                                              monkeypatch):
     from knowpack.evaluate import stage as evaluate_stage
     from knowpack.inject.stage import run
 
-    whole = run(tiny_injection(tmp_path, lively_model_dir, "whole"))
-
+    whole = injected
     evaluate = evaluate_stage.run_loaded
 
     def interrupted(loaded, config):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(evaluate_stage, "run_loaded", interrupted)
-    config = tiny_injection(tmp_path, lively_model_dir, "resumed")
+    config = tiny_injection(whole.path.parent, lively_model_dir, "resumed")  # the same input files
     with pytest.raises(KeyboardInterrupt):
         run(config)
     assert (config.out / "run/epochs/epoch_02").is_dir() and not (config.out / "inject.json").exists()
@@ -265,7 +336,6 @@ def test_invented_facts_on_the_embedded_model(tmp_path, embedded_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from knowpack.inject.folder import InjectFolder
     from knowpack.probe.prompts import training_example
     from knowpack.text import extract_answer, match_lenient
 

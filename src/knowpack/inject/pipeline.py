@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from knowpack.assets import cache_dir
 from knowpack.errors import InputError
@@ -186,11 +185,11 @@ class Steps:
         self.base = self.label(layout.LABELLED_FILE, layout.LABELS_DIR)
 
     def choose_packed(self) -> None:
+        from knowpack.inject.questions import facts_to_pack
+
         labels = self.base.labels(["question_id", "category"]).set_index("question_id")["category"]
         self.fact_categories = {qid: labels[qid] for qid in self.facts.column("id").to_pylist()}
-        known = [qid for qid, category in self.fact_categories.items() if category != "Unknown"]
-        packed = self.facts if self.config.keep_known else self.facts.filter(
-            pc.invert(pc.is_in(self.facts.column("id"), pa.array(known, pa.string()))))
+        packed = facts_to_pack(self.facts, self.fact_categories, self.config.keep_known)
         if packed.num_rows == 0:
             raise InputError(f"{self.config.facts}: the model already knows all {self.facts.num_rows} facts (SliCK "
                              f"labels in {self.base.path}); pass --keep-known to pack them anyway")

@@ -32,6 +32,14 @@ def with_template_paraphrases(facts: pa.Table) -> tuple[pa.Table, int]:
     return pa.Table.from_pylist(rows, schema=QUESTIONS_SCHEMA), added
 
 
+def facts_to_pack(facts: pa.Table, categories: dict[str, str], keep_known: bool) -> pa.Table:
+    """The facts the model does not know (SliCK Unknown in ``categories``: fact id → category); all of them with
+    ``keep_known``."""
+    if keep_known:
+        return facts
+    return facts.filter(pa.array([categories[qid] == "Unknown" for qid in facts.column("id").to_pylist()]))
+
+
 def stratified_sample(table: pa.Table, size: int | None, seed: int) -> pa.Table:
     """``size`` questions spread as evenly as possible over the (relation, bucket) strata: one question of every
     stratum per round, strata and questions in a seeded order, until ``size`` (None or more than the table: all)."""
