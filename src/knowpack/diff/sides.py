@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
 from knowpack.errors import InputError
 from knowpack.evaluate.folder import Evaluation
 from knowpack.evaluate.metrics import METRICS, all_figures
@@ -28,12 +29,6 @@ class Side:
     evaluation: Evaluation | None = None
     trained_ids: frozenset[str] = frozenset()
     model_fingerprint: str | None = None
-
-    @property
-    def description(self) -> str:
-        if self.kind == "labels":
-            return f"{self.path} (labels)"
-        return f"{self.path} ({'exported ' if self.kind == 'inject' else ''}adapter of epoch {self.epoch})"
 
     def figures(self) -> dict[str, float]:
         """Headline figures of this side's adapter (figure key → value; ``_base`` keys describe its base model)."""

@@ -73,16 +73,10 @@ class Evaluation(StageFolder):
 
     def labels(self, epoch: int) -> LabelFolder:
         """The labels of all questions with the adapter of a shift epoch."""
-        return self._label_folder(LABELS_DIR, epoch, "a shift epoch (see --shift-epochs)")
-
-    def probe_labels(self, epoch: int) -> LabelFolder:
-        """The labels of the packed facts and their held-out paraphrases (epoch 0: the base model)."""
-        return self._label_folder(PROBE_LABELS_DIR, epoch, "an epoch of the run")
-
-    def _label_folder(self, kind: str, epoch: int, what: str) -> LabelFolder:
         from knowpack.probe.folder import LabelFolder
 
-        folder = self.file(f"{kind}/{epoch_dir(epoch)}")
+        folder = self.file(f"{LABELS_DIR}/{epoch_dir(epoch)}")
         if not folder.is_dir():
-            raise InputError(f"{self.path}: no {kind}/{epoch_dir(epoch)}; epoch {epoch} is not {what}")
+            raise InputError(f"{self.path}: no {LABELS_DIR}/{epoch_dir(epoch)}; epoch {epoch} is not a shift epoch "
+                             "(see --shift-epochs)")
         return LabelFolder(folder)

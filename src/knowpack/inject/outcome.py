@@ -134,7 +134,7 @@ def finish(steps) -> None:
                   "paraphrases": {"given": given, "templates": templates, "generated": steps.generated}},
         "labels": {"prompts": steps.settings["prompts"], "shots": steps.base.settings["shots"], "samples": 0},
         "mixture": {"extra": steps.mixture.extra, "reasons": steps.mixture.reasons, "given": steps.mixture.given,
-                    "known_available": steps.known_available},
+                    "known_available": steps.known_available, "known_skipped": steps.inputs.known_skipped},
         "guard": {"source": str(config.guard) if config.guard else "the embedded question set",
                   "questions": steps.guard.num_rows, "of": steps.guard_source_size,
                   "size": min(steps.settings["guard_size"] or steps.guard_source_size, steps.guard_source_size),

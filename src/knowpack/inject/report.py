@@ -156,12 +156,17 @@ def settings_text(record: dict[str, Any]) -> str:
     paraphrases = facts["paraphrases"]
     return (f"{facts['rows']} facts read from {facts['file']}; paraphrases: {paraphrases['given']} given, "
             f"{paraphrases['templates']} from knowpack's relation templates, {paraphrases['generated']} written by the "
-            f"model. Trained with {' + '.join(mixture['extra']) or 'no extra data'} per fact "
+            f"model.{_known_skipped(mixture)} Trained with {' + '.join(mixture['extra']) or 'no extra data'} per fact "
             f"({'given with --extra' if mixture['given'] else 'the inject policy, docs/inject.md'}). SliCK labels "
             f"from {record['labels']['prompts']} few-shot prompts ({record['labels']['shots']} shots, greedy). LoRA "
             f"rank {train['rank']}, alpha {train['alpha']:g}, lr {train['lr']:g}, {train['epochs']} epochs, batch "
             f"{train['batch_size']}, seed {train['seed']}. Benchmarks: {benchmarks_text(record['benchmark_options'])}. "
             "Compare any two labellings again with `knowpack diff` (docs/inject.md).")
+
+
+def _known_skipped(mixture: dict[str, Any]) -> str:
+    skipped = mixture["known_skipped"]
+    return f" {len(skipped)} bad row(s) of the --known file were skipped." if skipped else ""
 
 
 def benchmarks_text(options: dict[str, Any]) -> str:
