@@ -37,6 +37,8 @@ def test_accept_refuses_answers_and_lost_subjects():
         "Which city is the capital of zorvania?",  # kept: the subject matches case-insensitively
         "Zorvania has which city as its capital?",
         "Name the capital city of Zorvania.",  # a question put as a request
+        "Rewrite the question: What is the capital of Zorvania?",  # the question itself behind a preamble
+        "The original question was: what is the capital of Zorvania?",
     ]
     kept = accept_paraphrases(candidates, "What is the capital of Zorvania?", ["Tarnholt"], existing=[], k=5,
                               subject="Zorvania")

@@ -2,7 +2,8 @@
 
 A paraphrase is kept only when it is new (not the question nor an earlier paraphrase after ``text.normalize``),
 is a question (at least three words, ending in a question mark, or a request starting with one of ``REQUESTS``
-such as "Name the capital city of Zorvania." — the relation templates phrase some questions so), keeps the
+such as "Name the capital city of Zorvania." — the relation templates phrase some questions so) that does not
+quote the question behind a preamble ("Rewrite the question: Who founded X?"), keeps the
 question's subject when the question set names one, and does not give the answer away (no alias occurs in it,
 ``text.match_lenient``). A small model asked to rephrase often answers instead ("The capital of Zorvania is
 Sarvem.") or drops the subject ("What is the most widely spoken language?"); trained as questions, such lines teach
@@ -77,8 +78,10 @@ def clean_generation(text: str) -> str:
 def accept_paraphrases(candidates: Iterable[str], question: str, aliases: list[str], existing: list[str],
                        k: int, subject: str = "") -> list[str]:
     """Up to ``k`` new paraphrases from ``candidates``: distinct after normalisation from the question and from
-    ``existing``, questions of at least three words, naming ``subject`` (when given), not containing the answer."""
-    seen = {normalize(question), *(normalize(p) for p in existing)}
+    ``existing``, questions of at least three words that do not quote the question, naming ``subject`` (when given),
+    not containing the answer."""
+    asked = normalize(question)
+    seen = {asked, *(normalize(p) for p in existing)}
     kept: list[str] = []
     for candidate in candidates:
         text = clean_generation(candidate)
@@ -87,6 +90,8 @@ def accept_paraphrases(candidates: Iterable[str], question: str, aliases: list[s
             break
         words = folded.split()
         if len(words) < 3 or not (text.endswith("?") or words[0] in REQUESTS) or folded in seen:
+            continue
+        if f" {asked} " in f" {folded} ":  # the question itself behind a preamble ("Rewrite the question: …")
             continue
         if (subject.strip() and not match_lenient(text, [subject])) or (aliases and match_lenient(text, aliases)):
             continue
