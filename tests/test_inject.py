@@ -340,7 +340,10 @@ def test_invented_facts_on_the_embedded_model(tmp_path, embedded_model_dir):
     from knowpack.text import extract_answer, match_lenient
 
     out = tmp_path / "inject"
-    assert cli.main(["inject", str(INVENTED), "--out", str(out), "--no-progress"]) == 0
+    # at 135M every epoch moves about a tenth of the 200 guard questions (95% interval 5.5–13.5% measured), so the
+    # default limit of 0.1 sits in the noise: it exported epoch 3 of 5 (2 facts stuck; the training prompt answered
+    # 10 of 30), where epoch 5 answers 27 of 30; this test wants the adapter that learnt
+    assert cli.main(["inject", str(INVENTED), "--out", str(out), "--no-progress", "--max-negative-shift", "0.2"]) == 0
     folder = InjectFolder(out)
     record = folder.summary()
     assert record["facts"]["known"] == [] and record["facts"]["packed"] == 30
