@@ -29,6 +29,26 @@ def test_accept_keeps_new_answer_free_questions():
     assert kept == ["Which nation has Paris as its capital city?", "Paris is the capital of which nation?"]
 
 
+def test_accept_refuses_answers_and_lost_subjects():
+    # what SmolLM2-135M writes when asked to rephrase "What is the capital of Zorvania?" (answer Tarnholt)
+    candidates = [
+        "The capital of Zorvania is Sarvem.",  # an answer (a wrong one), not a question
+        "What is the capital?",  # the subject is gone
+        "Which city is the capital of zorvania?",  # kept: the subject matches case-insensitively
+        "Zorvania has which city as its capital?",
+        "Name the capital city of Zorvania.",  # a question put as a request
+        "Rewrite the question: What is the capital of Zorvania?",  # the question itself behind a preamble
+        "The original question was: what is the capital of Zorvania?",
+    ]
+    kept = accept_paraphrases(candidates, "What is the capital of Zorvania?", ["Tarnholt"], existing=[], k=5,
+                              subject="Zorvania")
+    assert kept == ["Which city is the capital of zorvania?", "Zorvania has which city as its capital?",
+                    "Name the capital city of Zorvania."]
+    # without a subject only the question mark rule applies
+    assert accept_paraphrases(candidates[:2], "What is the capital of Zorvania?", ["Tarnholt"], [], 5) == [
+        "What is the capital?"]
+
+
 def test_clean_generation():
     assert clean_generation("\n\n- Rephrased question: Where was X born?\nextra") == "Where was X born?"
     assert clean_generation("   ") == ""

@@ -9,7 +9,7 @@ import pytest
 
 from knowpack.errors import InputError
 from knowpack.runfolder import open_run, write_parquet
-from knowpack.train.mixture import load_pool, questions_of, sample_facts
+from knowpack.train.mixture import load_pool, questions_of, restrict_pool, sample_facts
 from knowpack.train.stage import parse_extra
 
 CATEGORIES = {"Unknown": 40, "HighlyKnown": 12, "MaybeKnown": 6, "WeaklyKnown": 2}
@@ -164,3 +164,33 @@ def test_pack_from_limits_the_packed_facts_to_a_question_set(pool, tmp_path):
     assert sum(f.kind == "highly-known" for f in facts) == 3  # extras still come from the whole pool
     with pytest.raises(InputError, match="--unknown 5: --pack-from's question set has only 4 Unknown questions"):
         sample_facts(pool, 5, [], seed=1, packable=allowed)
+
+
+def test_pool_restricts_the_draws_and_pack_known_packs_every_category(pool, tmp_path):
+    # the fixture holds 40 Unknown, 12 HighlyKnown, 6 MaybeKnown, 2 WeaklyKnown questions; the pool file names
+    # Unknown 0..4 and HighlyKnown 0..2, so only those can be drawn
+    allowed = tmp_path / "pool.parquet"
+    counts = write_questions(allowed, {"Unknown": 5, "HighlyKnown": 3})
+    restricted = restrict_pool(pool, allowed)
+    assert sorted(restricted["question_id"]) == sorted(counts)
+    packed = sample_facts(restricted, 5, [], seed=0)
+    assert sorted(ids(packed)) == [f"capital/unknown_{i}" for i in range(5)]
+    with pytest.raises(InputError, match="only 5 Unknown questions"):
+        sample_facts(restricted, 6, [], seed=0)
+    with pytest.raises(InputError, match="needs 5 HighlyKnown questions but the label folder has 3"):
+        sample_facts(restricted, 5, [("highly-known", 1)], seed=0)
+
+    # pack_known: all 8 are packed; none of them is left for a known extra, so those come from the second pool
+    everything = sample_facts(restricted, 8, [], seed=0, pack_known=True)
+    assert sorted(ids(everything)) == sorted(counts)
+    other_questions = tmp_path / "other.parquet"
+    other = load_pool(make_label_folder(tmp_path / "other", other_questions,
+                                        write_questions(other_questions, {"HighlyKnown": 10}, prefix="trivia:")))
+    mixed = sample_facts(restricted, 8, [("highly-known", 1)], seed=0, pack_known=True, extra_pool=other)
+    assert sorted(ids(mixed, "unknown")) == sorted(counts)
+    assert len(ids(mixed, "highly-known")) == 8 and all(q.startswith("trivia:") for q in ids(mixed, "highly-known"))
+
+    missing = tmp_path / "missing.parquet"
+    write_questions(missing, {"Unknown": 1}, prefix="elsewhere:")
+    with pytest.raises(InputError, match="--pool .*missing.parquet: 1 of its questions are not in the label folder"):
+        restrict_pool(pool, missing)

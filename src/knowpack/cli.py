@@ -36,6 +36,8 @@ COMMAND_MODULES = (
     "knowpack.train.stage",
     "knowpack.evaluate.stage",
     "knowpack.evaluate.compare",
+    "knowpack.diff.stage",
+    "knowpack.inject.stage",
     "knowpack.sweep.stage",
     "knowpack.capacity.stage",
     "knowpack.report.stage",

@@ -44,6 +44,7 @@ def main(config: DemoConfig) -> None:
     report = run(config)
     print("\n" + report.summary)
     print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min; report: {report.html.resolve()}")
+    print("your own facts into the model next: knowpack inject FACTS.jsonl --out DIR (docs/inject.md)")
 
 
 COMMANDS = [Command("demo", DemoConfig, main,

@@ -23,6 +23,8 @@ from knowpack.runfolder import StageFolder, read_parquet
 if TYPE_CHECKING:
     import pandas as pd
 
+    from knowpack.probe.folder import LabelFolder
+
 EVAL_DIR = "eval"
 SUMMARY_FILE = "summary.json"
 PROBE_QUESTIONS_FILE = "probe_questions.parquet"
@@ -64,3 +66,17 @@ class Evaluation(StageFolder):
     @property
     def run_path(self) -> Path:
         return self.input_path("run")
+
+    @property
+    def shift_epochs(self) -> list[int]:
+        return list(self.summary()["shift_epochs"])
+
+    def labels(self, epoch: int) -> LabelFolder:
+        """The labels of all questions with the adapter of a shift epoch."""
+        from knowpack.probe.folder import LabelFolder
+
+        folder = self.file(f"{LABELS_DIR}/{epoch_dir(epoch)}")
+        if not folder.is_dir():
+            raise InputError(f"{self.path}: no {LABELS_DIR}/{epoch_dir(epoch)}; epoch {epoch} is not a shift epoch "
+                             "(see --shift-epochs)")
+        return LabelFolder(folder)

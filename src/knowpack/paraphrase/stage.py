@@ -1,9 +1,14 @@
 """``knowpack paraphrase``: k model-written paraphrases of any questions (the study asked an LLM for 200 each).
 
 A paraphrase is kept only when it is new (not the question nor an earlier paraphrase after ``text.normalize``),
-looks like a question (at least three words) and does not give the answer away (no alias occurs in it,
-``text.match_lenient``). Each question is sampled on its own seed (run seed + row), so results do not depend on
-batching, and a run folder with the same config resumes as finished work.
+is a question (at least three words, ending in a question mark, or a request starting with one of ``REQUESTS``
+such as "Name the capital city of Zorvania." — the relation templates phrase some questions so) that does not
+quote the question behind a preamble ("Rewrite the question: Who founded X?"), keeps the
+question's subject when the question set names one, and does not give the answer away (no alias occurs in it,
+``text.match_lenient``). A small model asked to rephrase often answers instead ("The capital of Zorvania is
+Sarvem.") or drops the subject ("What is the most widely spoken language?"); trained as questions, such lines teach
+a wrong answer or a subject-free one. Each question is sampled on its own seed (run seed + row), so results do not
+depend on batching, and a run folder with the same config resumes as finished work.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ DEFAULT_PROMPT = (
     "Rewrite the question below in different words, keeping exactly the same meaning. "
     "Reply with the rewritten question only.\nQuestion: {question}"
 )
+REQUESTS = ("name", "give", "state", "tell", "identify", "say")  # first words of a question put as a request
 _NUMBERING = re.compile(r"^\s*(?:(?:\d+[.)]|[-*•]|(?:rewritten |new |rephrased )?question\s*:)\s*)+", re.IGNORECASE)
 
 
@@ -70,17 +76,24 @@ def clean_generation(text: str) -> str:
 
 
 def accept_paraphrases(candidates: Iterable[str], question: str, aliases: list[str], existing: list[str],
-                       k: int) -> list[str]:
+                       k: int, subject: str = "") -> list[str]:
     """Up to ``k`` new paraphrases from ``candidates``: distinct after normalisation from the question and from
-    ``existing``, at least three words, and not containing the answer."""
-    seen = {normalize(question), *(normalize(p) for p in existing)}
+    ``existing``, questions of at least three words that do not quote the question, naming ``subject`` (when given),
+    not containing the answer."""
+    asked = normalize(question)
+    seen = {asked, *(normalize(p) for p in existing)}
     kept: list[str] = []
     for candidate in candidates:
         text = clean_generation(candidate)
         folded = normalize(text)
         if len(kept) >= k:
             break
-        if len(folded.split()) < 3 or folded in seen or (aliases and match_lenient(text, aliases)):
+        words = folded.split()
+        if len(words) < 3 or not (text.endswith("?") or words[0] in REQUESTS) or folded in seen:
+            continue
+        if f" {asked} " in f" {folded} ":  # the question itself behind a preamble ("Rewrite the question: …")
+            continue
+        if (subject.strip() and not match_lenient(text, [subject])) or (aliases and match_lenient(text, aliases)):
             continue
         seen.add(folded)
         kept.append(text)
@@ -149,7 +162,8 @@ def run_loaded(loaded, config: ParaphraseConfig) -> ParaphrasedSet:
                     pad_token_id=tokenizer.pad_token_id,
                 )
             texts = tokenizer.batch_decode(output[:, prompt_length:], skip_special_tokens=True)
-            new += accept_paraphrases(texts, row["question"], row["aliases"], existing + new, config.k - len(new))
+            new += accept_paraphrases(texts, row["question"], row["aliases"], existing + new, config.k - len(new),
+                                      row["subject"])
             if len(new) >= config.k:
                 break
         row["paraphrases"] = existing + new

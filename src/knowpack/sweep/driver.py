@@ -143,7 +143,7 @@ def prepare_data(spec: SweepSpec, sweep_dir: Path) -> tuple[Path, Path]:
 def check_pools(spec: SweepSpec, runs: list[RunSpec], questions: Path, labels: Path) -> None:
     """Draw every run's facts now (cheap) so a grid asking for more facts than the pools hold fails before
     hours of training, naming the grid value, instead of failing run by run."""
-    from knowpack.train.mixture import load_pool, packable_ids, sample_facts
+    from knowpack.train.mixture import load_pool, packable_ids, restrict_pool, sample_facts
     from knowpack.train.stage import parse_extra
 
     pool = load_pool(labels, questions)
@@ -152,7 +152,8 @@ def check_pools(spec: SweepSpec, runs: list[RunSpec], questions: Path, labels: P
     seen = set()
     for run in runs:
         config = spec.train_config(run, labels=labels, questions=questions, out=Path("run"))
-        draw = (config.unknown, run.params["mixture"], config.seed, config.extra_pool, config.pack_from)
+        draw = (config.unknown, run.params["mixture"], config.seed, config.extra_pool, config.pack_from,
+                config.pool, config.pack_known)
         if draw in seen:
             continue
         seen.add(draw)
@@ -161,9 +162,10 @@ def check_pools(spec: SweepSpec, runs: list[RunSpec], questions: Path, labels: P
         if config.pack_from not in packables:
             packables[config.pack_from] = packable_ids(config.pack_from)
         try:
-            sample_facts(pool, config.unknown, [parse_extra(item) for item in config.extra], config.seed,
-                         allow_repeat=config.allow_repeat, extra_pool=extra_pools.get(config.extra_pool),
-                         packable=packables[config.pack_from])
+            sample_facts(restrict_pool(pool, config.pool) if config.pool is not None else pool, config.unknown,
+                         [parse_extra(item) for item in config.extra], config.seed, allow_repeat=config.allow_repeat,
+                         extra_pool=extra_pools.get(config.extra_pool), packable=packables[config.pack_from],
+                         pack_known=config.pack_known)
         except InputError as err:
             hint = ("; add `data: make: paraphrases: {k: N}` to the sweep file to generate them first"
                     if "paraphrase" in str(err) and spec.make_paraphrases is None else "")

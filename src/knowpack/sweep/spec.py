@@ -69,7 +69,7 @@ SET_BY_SWEEP = {"train": ("labels", "questions", "out", "model", "device", "dtyp
                           "progress", "extra"),
                 "evaluate": ("run", "model", "out", "device", "dtype", "trust_remote_code", "overwrite", "progress")}
 # Options that name files: resolved against the sweep file's folder like the data paths.
-PATH_OPTIONS = {"train": ("extra_pool", "pack_from"), "evaluate": ("benchmarks_dir",)}
+PATH_OPTIONS = {"train": ("extra_pool", "pack_from", "pool"), "evaluate": ("benchmarks_dir",)}
 
 
 def grid_parameters() -> dict[str, Any]:

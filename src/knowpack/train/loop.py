@@ -115,6 +115,8 @@ def prepare_run(loaded: LoadedModel, config: TrainConfig) -> PreparedRun | Train
         inputs["extra_pool"] = config.extra_pool
     if config.pack_from is not None:
         inputs["pack_from"] = questions_file(config.pack_from)
+    if config.pool is not None:
+        inputs["pool"] = questions_file(config.pool)
     base_dtype = next(loaded.model.parameters()).dtype
     run = open_run(
         config.out,

@@ -8,6 +8,10 @@ Extra kinds (``kind:k`` = k items per packed fact): ``highly-known``, ``maybe-kn
 questions of that SliCK category) and ``paraphrase`` (other phrasings of each packed fact's own question).
 A pool that is too small is an error unless repeats are allowed or, for the category kinds, a second label
 folder supplies the shortfall: a run never silently trains on less than it was asked to.
+
+``--pool`` restricts every draw to the questions of one file (``knowpack inject`` packs the user's facts out of a
+label folder that also holds the guard questions it measures damage on), and ``--pack-known`` packs facts of every
+category, not only Unknown ones; a packed fact is never drawn again as a known extra.
 """
 
 from __future__ import annotations
@@ -61,6 +65,16 @@ def load_pool(labels_dir: Path, questions: Path | None = None) -> pd.DataFrame:
     return joined.sort_values("question_id", kind="stable").reset_index(drop=True)
 
 
+def restrict_pool(pool: pd.DataFrame, questions: Path) -> pd.DataFrame:
+    """The part of ``pool`` whose questions are in ``questions`` (``--pool``); each of them must be labelled."""
+    wanted = read_questions(questions, required=("id",)).column("id").to_pylist()
+    unlabelled = sorted(set(wanted) - set(pool["question_id"]))
+    if unlabelled:
+        raise InputError(f"--pool {questions}: {len(unlabelled)} of its questions are not in the label folder, "
+                         f"e.g. {unlabelled[0]!r}")
+    return pool[pool["question_id"].isin(wanted)].reset_index(drop=True)
+
+
 def sample_facts(
     pool: pd.DataFrame,
     unknown: int,
@@ -70,29 +84,32 @@ def sample_facts(
     allow_repeat: bool = False,
     extra_pool: pd.DataFrame | None = None,
     packable: set[str] | None = None,
+    pack_known: bool = False,
 ) -> list[Fact]:
-    """The facts of one run: ``unknown`` Unknown facts (of ``packable`` ids only, when given), then each extra
-    kind's ``k × unknown`` items."""
+    """The facts of one run: ``unknown`` Unknown facts (of any category with ``pack_known``; of ``packable`` ids
+    only, when given), then each extra kind's ``k × unknown`` items, never a packed fact again."""
     if unknown < 1:
         raise InputError(f"--unknown {unknown}: need at least one fact to pack")
     kinds = [kind for kind, _ in extras]
     if len(set(kinds)) != len(kinds):
         raise InputError(f"--extra: each kind at most once (got {', '.join(kinds)})")
-    unknowns = pool[pool["category"] == UNKNOWN]
+    candidates = pool if pack_known else pool[pool["category"] == UNKNOWN]
     if packable is not None:
-        unknowns = unknowns[unknowns["question_id"].isin(packable)]
-    if unknown > len(unknowns):
+        candidates = candidates[candidates["question_id"].isin(packable)]
+    if unknown > len(candidates):
         where = "--pack-from's question set" if packable is not None else "the label folder"
-        raise InputError(f"--unknown {unknown}: {where} has only {len(unknowns)} Unknown questions")
-    chosen = unknowns.iloc[_rng(seed, "unknown").permutation(len(unknowns))[:unknown]]
+        what = "questions" if pack_known else "Unknown questions"
+        raise InputError(f"--unknown {unknown}: {where} has only {len(candidates)} {what}")
+    chosen = candidates.iloc[_rng(seed, "unknown").permutation(len(candidates))[:unknown]]
     facts = [Fact("unknown", r.question_id, r.question, r.answer) for r in chosen.itertuples()]
+    unpacked = pool[~pool["question_id"].isin(chosen["question_id"])]
     for kind, per_fact in extras:
         if per_fact == 0:
             continue
         if kind == PARAPHRASE:
             facts += _paraphrases(chosen, per_fact, seed, allow_repeat)
         else:
-            facts += _known(kind, pool, extra_pool, per_fact * unknown, seed, allow_repeat)
+            facts += _known(kind, unpacked, pool, extra_pool, per_fact * unknown, seed, allow_repeat)
     return facts
 
 
@@ -102,12 +119,14 @@ def _rng(seed: int, purpose: str) -> np.random.Generator:
 
 
 def _known(
-    kind: str, pool: pd.DataFrame, extra_pool: pd.DataFrame | None, needed: int, seed: int, allow_repeat: bool
+    kind: str, unpacked: pd.DataFrame, pool: pd.DataFrame, extra_pool: pd.DataFrame | None, needed: int, seed: int,
+    allow_repeat: bool
 ) -> list[Fact]:
-    """``needed`` questions of the kind's category: the primary pool first, the second pool for the shortfall."""
+    """``needed`` questions of the kind's category: the primary pool's unpacked ones first, the second pool (less
+    the primary pool's questions) for the shortfall."""
     category = CATEGORY_OF_KIND[kind]
     rng = _rng(seed, kind)
-    primary = pool[pool["category"] == category]
+    primary = unpacked[unpacked["category"] == category]
     picked = primary.iloc[rng.permutation(len(primary))[:needed]]
     available = len(primary)
     if len(picked) < needed and extra_pool is not None:
@@ -146,13 +165,15 @@ def packable_ids(questions: Path | None) -> set[str] | None:
 
 
 def draw_facts(config: TrainConfig) -> list[Fact]:
-    """The run's facts: seeded Unknown facts of the label folder plus the requested extras."""
+    """The run's facts: seeded Unknown facts of the label folder (of ``--pool``) plus the requested extras."""
+    pool = load_pool(config.labels, questions_of(config.labels, config.questions))
     return sample_facts(
-        load_pool(config.labels, questions_of(config.labels, config.questions)),
+        restrict_pool(pool, config.pool) if config.pool is not None else pool,
         config.unknown,
         [parse_extra(spec) for spec in config.extra],
         config.seed,
         allow_repeat=config.allow_repeat,
         extra_pool=load_pool(config.extra_pool) if config.extra_pool is not None else None,
         packable=packable_ids(config.pack_from),
+        pack_known=config.pack_known,
     )

@@ -51,6 +51,12 @@ class TrainConfig(Config):
                                     metavar="FILE", affects_results=False)
     model: str = model_option(affects_results=False)
     unknown: int = option(50, help="Unknown facts to pack", minimum=1)
+    pool: Path | None = option(None, help="draw the packed facts and the known extras only from the questions of "
+                               "this file or question set, so the other labelled questions stay out of training "
+                               "(inject's guard set; --pack-from restricts only the packed facts; default: every "
+                               "labelled question)", metavar="QUESTIONS", affects_results=False)
+    pack_known: bool = option(False, help="pack facts of every SliCK category, not only Unknown ones (known extras "
+                              "are then drawn from the facts not packed)")
     extra: tuple[str, ...] = option((), help="K extra items per fact, KIND:K with KIND highly-known, maybe-known, "
                                     "weakly-known or paraphrase (repeatable to mix kinds)", repeat=True,
                                     metavar="KIND:K")

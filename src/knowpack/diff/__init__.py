@@ -1,0 +1,1 @@
+"""``knowpack diff``: a paired comparison of two labellings and a regression gate."""
