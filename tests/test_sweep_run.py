@@ -259,3 +259,11 @@ def test_runs_trained_together_equal_runs_trained_alone(tmp_path, tiny_model_dir
             b = load_file(folders[3] / run_dir / "epochs" / epoch / "adapter_model.safetensors")
             for key in a:
                 torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)
+
+
+def test_no_progress_silences_every_stage_of_a_sweep(tmp_path, tiny_model_dir, data, capfd):
+    release_base_models()  # the model loads here, so its loading bar would show too
+    path = sweep_file(tmp_path, tiny_model_dir, data, unknown=[2], mixtures=["none"], epochs=1)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "quiet"), "--no-progress"]) == 0
+    err = capfd.readouterr().err
+    assert "%|" not in err and "it/s" not in err, err  # no tqdm bar of loading, training or labelling

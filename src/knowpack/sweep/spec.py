@@ -116,6 +116,7 @@ class SweepSpec:
     device: str | None = None
     dtype: str | None = None
     trust_remote_code: bool = False
+    progress: bool = True  # the stages' bars (not a sweep-file key: the command's --no-progress)
     source: Path | None = None
 
     @property
@@ -137,7 +138,8 @@ class SweepSpec:
         values = {k: v for k, v in run.params.items() if k != "mixture"}
         try:
             return TrainConfig.from_dict({**run.train, **values}, protocol=self.protocol, model=self.model,
-                                         device=self.device, dtype=self.dtype, extra=tuple(run.extra), **paths)
+                                         device=self.device, dtype=self.dtype, extra=tuple(run.extra),
+                                         progress=self.progress, **paths)
         except ConfigError as err:
             key = err.name.split(".")[-1]
             raise err.renamed(f"{'grid' if key in values else 'train'}.{key}") from None
@@ -146,7 +148,7 @@ class SweepSpec:
         from knowpack.evaluate.stage import EvaluateConfig
 
         return EvaluateConfig.from_dict(run.evaluate, where="evaluate", protocol=self.protocol, run=run_dir,
-                                        device=self.device, dtype=self.dtype)
+                                        device=self.device, dtype=self.dtype, progress=self.progress)
 
     def data_configs(self, sweep_dir: Path):
         """The questions, paraphrase and label stage configs the sweep makes its data with, in that order (None
@@ -159,17 +161,19 @@ class SweepSpec:
         questions = None
         if self.make_questions is not None:
             questions = QuestionsConfig.from_dict(self.make_questions, where="data.make.questions",
-                                                  out=data / "questions")
+                                                  out=data / "questions", progress=self.progress)
         source = self.questions or data / "questions"
         paraphrases = None
         if self.make_paraphrases is not None:
             paraphrases = ParaphraseConfig.from_dict(self.make_paraphrases, where="data.make.paraphrases",
-                                                     questions=source, out=data / "paraphrases", model=self.model)
+                                                     questions=source, out=data / "paraphrases", model=self.model,
+                                                     progress=self.progress)
             source = data / "paraphrases"
         labels = None
         if self.make_labels is not None:
             labels = LabelConfig.from_dict(self.make_labels, where="data.make.labels", protocol=self.protocol,
-                                           model=self.model, questions=source, out=data / "labels")
+                                           model=self.model, questions=source, out=data / "labels",
+                                           progress=self.progress)
         return questions, paraphrases, labels
 
     def check(self) -> None:

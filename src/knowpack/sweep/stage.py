@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.cli import Command
-from knowpack.config import Config, option, overwrite_option, trust_remote_code_option
+from knowpack.config import Config, option, overwrite_option, progress_option, trust_remote_code_option
 from knowpack.sweep.executors import EXECUTORS
 
 
@@ -25,6 +25,7 @@ class SweepConfig(Config):
     trust_remote_code: bool = trust_remote_code_option()
     overwrite: bool = option(False, help="empty a sweep folder made with another model, data or fixed options (its "
                              "runs are lost)", affects_results=False)
+    progress: bool = progress_option()
     options: dict[str, Any] = option(default_factory=dict, help="the executor's own options", cli=False)
 
 
@@ -35,6 +36,7 @@ def run(config: SweepConfig):
 
     spec = load_sweep(config.sweep_file, out=config.out, max_runs=config.max_runs)
     spec.trust_remote_code = spec.trust_remote_code or config.trust_remote_code
+    spec.progress = config.progress
     executor_class = EXECUTORS[config.executor]
     options = config.options_of(executor_class.Options) if executor_class.Options else None
     return run_sweep(spec, executor_class(options), overwrite=config.overwrite)
