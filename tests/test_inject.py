@@ -210,6 +210,24 @@ def test_choose_epoch_best_reliability_within_the_limit():
     assert choose_epoch(with_mmlu, 0.1, None)["epoch"] == 2
 
 
+
+def test_first_paragraph_says_what_the_damage_limit_cost():
+    from knowpack.inject.report import first_paragraph
+
+    rows = [{**epoch(n, r, s), "heldout_reliability": None}
+            for n, r, s in ((0, 0.0, 0.0), (1, 0.1, 0.05), (2, 0.9, 0.12))]
+    record = {"facts": {"stuck": 3, "packed": 30, "known": [], "kept_known": False, "skipped": []},
+              "chosen": choose_epoch(rows, 0.1, None), "epochs": rows,
+              "limit": {"max_negative_shift": 0.1, "max_benchmark_drop": None},
+              "damage": {"shift": {"negative": 0.05, "positive": 0.02, "n_questions": 200, "negative_ci": [0.02, 0.08]},
+                         "answers": {"base": {"refusal_rate": 0.1}, "after": {"refusal_rate": 0.05}}}}
+    text = first_paragraph(record)
+    assert text.startswith("3 of 30 facts stuck (answered right under every prompt) with the adapter of epoch 1 of 2")
+    assert text.endswith("Epoch 2 reached reliability 90% at a negative shift of 12.0%, outside the damage limit "
+                         "(negative shift ≤ 0.1); raise the limit to export it.")
+    record["chosen"] = choose_epoch(rows, None, None)
+    assert "raise the limit" not in first_paragraph(record)  # the most reliable epoch is the one exported
+
 # ---------------------------------------------------------------- whole injections on the tiny model
 
 
@@ -340,14 +358,14 @@ def test_invented_facts_on_the_embedded_model(tmp_path, embedded_model_dir):
     from knowpack.text import extract_answer, match_lenient
 
     out = tmp_path / "inject"
-    # at 135M every epoch moves about a tenth of the 200 guard questions (95% interval 5.5–13.5% measured), so the
-    # default limit of 0.1 sits in the noise: it exported epoch 3 of 5 (2 facts stuck; the training prompt answered
-    # 10 of 30), where epoch 5 answers 27 of 30; this test wants the adapter that learnt
-    assert cli.main(["inject", str(INVENTED), "--out", str(out), "--no-progress", "--max-negative-shift", "0.2"]) == 0
+    # a guard of 60 questions keeps this test at a few minutes on 2 cores (the CPU default, 200, is what the
+    # first paragraph's numbers are measured on); no damage limit, so the export is the epoch that learnt most
+    assert cli.main(["inject", str(INVENTED), "--out", str(out), "--no-progress", "--guard-size", "60",
+                     "--max-negative-shift", "1"]) == 0
     folder = InjectFolder(out)
     record = folder.summary()
     assert record["facts"]["known"] == [] and record["facts"]["packed"] == 30
-    assert record["guard"] == {**record["guard"], "source": "the embedded question set", "size": 200}
+    assert record["guard"] == {**record["guard"], "source": "the embedded question set", "size": 60}
     assert record["epochs"][0]["reliability"] == 0.0
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)

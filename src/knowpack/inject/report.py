@@ -36,6 +36,11 @@ def first_paragraph(record: dict[str, Any]) -> str:
     text += "."
     if not chosen["limit_met"]:
         text += f" No epoch stayed within the damage limit ({_limit(record['limit'])}); this is the least damaging."
+    best = max((r for r in record["epochs"] if r["epoch"] >= 1), key=lambda r: (r["reliability"], -r["epoch"]))
+    if best["reliability"] > row["reliability"]:  # the limit cost learning: say what it would take
+        text += (f" Epoch {best['epoch']} reached reliability {best['reliability']:.0%} at a negative shift of "
+                 f"{best['guard_negative_shift']:.1%}, outside the damage limit ({_limit(record['limit'])}); "
+                 "raise the limit to export it.")
     known = len(facts["known"])
     if known:
         text += (f" {known} fact{'s' if known != 1 else ''} the model already knew "
