@@ -357,3 +357,14 @@ def test_a_config_can_be_built_without_the_cli():
         CapacityConfig(out="c", max_negative_shift=1.5)
     assert CapacityConfig(out="c", methods=("lora", "full"), lr=("full=1e-4",)).learning_rates() == {
         "lora": 1e-3, "full": 1e-4}
+
+
+def test_labelling_defaults_fit_the_machine():
+    from knowpack.capacity.stage import sized_for_machine
+
+    cpu = sized_for_machine(CapacityConfig(out="c", device="cpu"))
+    assert (cpu.per_bucket, cpu.n_prompts, cpu.n_samples) == (1, 4, 0)
+    gpu = sized_for_machine(CapacityConfig(out="c", device="cuda"))
+    assert (gpu.per_bucket, gpu.n_prompts, gpu.n_samples) == (None, 10, 16)  # None: the source's 30, the study's
+    given = sized_for_machine(CapacityConfig(out="c", device="cpu", per_bucket=5, n_prompts=10, n_samples=2))
+    assert (given.per_bucket, given.n_prompts, given.n_samples) == (5, 10, 2)

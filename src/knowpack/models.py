@@ -65,6 +65,13 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def on_gpu(device: str | None) -> bool:
+    """Whether ``--device`` (or the default device) is a GPU: machine-sized defaults key on it."""
+    import torch
+
+    return (torch.device(device) if device else default_device()).type == "cuda"
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     """bf16 on GPUs that support it, float32 on CPU (bf16 matmuls are slow on most CPUs)."""
     import torch

@@ -10,6 +10,7 @@ the command reuses every finished run in its folder and trains only the sizes it
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,12 @@ from knowpack.config import (Config, ConfigError, device_option, dtype_option, m
 from knowpack.sweep.executors import EXECUTORS
 from knowpack.train.methods import METHODS
 from knowpack.train.stage import parse_extra
+
+
+# Labelling the whole embedded set with the study's 10 prompts and 16 samples takes an H200 minutes and 2 CPU
+# cores days; on a CPU the defaults label a small guard set (~450 questions, 4 greedy prompts) instead.
+CPU_LABELLING = {"per_bucket": 1, "n_prompts": 4, "n_samples": 0}
+GPU_LABELLING = {"per_bucket": None, "n_prompts": 10, "n_samples": 16}
 
 
 def search_option(default: Any = None, **kwargs) -> Any:
@@ -39,10 +46,13 @@ class CapacityConfig(Config):
                                 "together with the embedded question set, which measures the damage; only those "
                                 "the model does not know are packed", metavar="FILE", affects_results=False)
     per_bucket: int | None = option(None, help="facts per relation and bucket of the embedded question set "
-                                    "(default: the source's, 30)", minimum=1)
-    n_prompts: int = option(10, help="prompts per question when labelling here", minimum=1)
-    n_samples: int = option(16, help="samples per prompt when labelling here (0: greedy only)", flag="--samples",
-                            minimum=0)
+                                    f"(default: {CPU_LABELLING['per_bucket']} on a CPU, the source's 30 on a GPU)",
+                                    minimum=1)
+    n_prompts: int | None = option(None, help="prompts per question when labelling here (default: "
+                                   f"{CPU_LABELLING['n_prompts']} on a CPU, 10 on a GPU as the study)", minimum=1)
+    n_samples: int | None = option(None, help="samples per prompt when labelling here (0: greedy only; default: "
+                                   f"{CPU_LABELLING['n_samples']} on a CPU, 16 on a GPU)", flag="--samples",
+                                   minimum=0)
     reliability: float = search_option(0.9, help="the least reliability on the packed facts (last epoch)", above=0,
                                        maximum=1)
     max_negative_shift: float = search_option(0.02, help="the largest negative shift (share of all questions that "
@@ -106,11 +116,20 @@ class CapacityConfig(Config):
         return {m: given.get(m, given.get(None, METHODS[m].default_lr)) for m in self.methods}
 
 
+def sized_for_machine(config: CapacityConfig) -> CapacityConfig:
+    """The labelling options left at None resolved for the machine (CPU_LABELLING / GPU_LABELLING)."""
+    from knowpack.models import on_gpu
+
+    defaults = GPU_LABELLING if on_gpu(config.device) else CPU_LABELLING
+    return dataclasses.replace(config, **{key: value for key, value in defaults.items()
+                                          if getattr(config, key) is None})
+
+
 def run(config: CapacityConfig):
     """Search, fit and write the capacity folder; returns its reader."""
     from knowpack.capacity.driver import run_capacity
 
-    return run_capacity(config)
+    return run_capacity(sized_for_machine(config))
 
 
 def main(config: CapacityConfig) -> None:

@@ -82,14 +82,6 @@ def machine_settings(config: InjectConfig, gpu: bool) -> dict[str, Any]:
     }
 
 
-def _gpu(device: str | None) -> bool:
-    if device:
-        return device.startswith("cuda")
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def _open(config: InjectConfig, fingerprint: str, settings: dict[str, Any]) -> RunFolder:
     inputs = {"facts": config.facts}
     if config.guard is not None:
@@ -102,10 +94,10 @@ def _open(config: InjectConfig, fingerprint: str, settings: dict[str, Any]) -> R
 
 def inject(config: InjectConfig, inputs: Inputs) -> InjectFolder:
     """Load the model unless DIR already holds this injection, finished."""
-    from knowpack.models import load_model, resolve_model
+    from knowpack.models import load_model, on_gpu, resolve_model
 
     _, fingerprint, _ = resolve_model(config.model, trust_remote_code=config.trust_remote_code)
-    if _open(config, fingerprint, machine_settings(config, _gpu(config.device))).complete:
+    if _open(config, fingerprint, machine_settings(config, on_gpu(config.device))).complete:
         return InjectFolder(config.out)
     loaded = load_model(config.model, device=config.device, dtype=config.dtype,
                         trust_remote_code=config.trust_remote_code, progress=config.progress)
