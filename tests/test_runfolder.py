@@ -48,6 +48,28 @@ def test_run_resumes_with_same_key_and_refuses_another(tmp_path):
     assert not fresh.complete and not (tmp_path / "run" / "table.parquet").exists()
 
 
+
+@dataclass
+class NewerConfig(Config):
+    """Config as a later knowpack has it: one more option that changes results."""
+
+    depth: int = option(1, help="an option added later")
+
+
+def test_a_folder_made_before_an_option_existed_is_resumed_at_its_default(tmp_path):
+    run = open_run(tmp_path / "run", "demo", Config())
+    write_parquet(run.file("table.parquet"), pa.table({"a": [1]}))
+    run.finish(["table.parquet"])
+
+    again = open_run(tmp_path / "run", "demo", NewerConfig())
+    assert again.complete and again.manifest["config"] == {"size": 3, "depth": 1}  # under today's key from now on
+    assert open_run(tmp_path / "run", "demo", NewerConfig()).complete
+    with pytest.raises(RunConflictError, match="another config"):  # the new option away from its default
+        open_run(tmp_path / "run", "demo", NewerConfig(depth=2))
+    with pytest.raises(RunConflictError, match="another config"):  # an old option changed
+        open_run(tmp_path / "other", "demo", Config()).finish([])
+        open_run(tmp_path / "other", "demo", NewerConfig(size=4))
+
 def test_incomplete_run_folder_is_not_an_input(tmp_path):
     open_run(tmp_path / "upstream", "demo", Config())
     with pytest.raises(InputError, match="not complete"):

@@ -206,6 +206,19 @@ class Config:
             kwargs["options"] = options
         return cls(**kwargs)
 
+    @classmethod
+    def result_defaults(cls) -> dict[str, Any]:
+        """The defaults of the fields that enter the run key, as :meth:`result_dict` writes them."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name == "options" or not field.metadata.get("affects_results", True):
+                continue
+            if field.default is not dataclasses.MISSING:
+                out[field.name] = jsonable(field.default)
+            elif field.default_factory is not dataclasses.MISSING:
+                out[field.name] = jsonable(field.default_factory())
+        return out
+
     def result_dict(self) -> dict[str, Any]:
         """The fields that change results (the run key), extension options included with their defaults."""
         out: dict[str, Any] = {}

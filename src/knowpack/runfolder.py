@@ -285,20 +285,18 @@ def open_run(
     inputs_block = {name: {**stored_path(path, p), "sha256": input_fingerprint(p)} for name, p in (inputs or {}).items()}
     config_block = config.result_dict() if hasattr(config, "result_dict") else json.loads(
         json.dumps(dict(config), default=_json_default))
-    key = stable_hash(
-        {
-            "stage": stage,
-            "config": config_block,
-            "inputs": {k: v["sha256"] for k, v in inputs_block.items()},
-            "extra": dict(extra_key or {}),
-        }
-    )
+    input_hashes = {k: v["sha256"] for k, v in inputs_block.items()}
+    key = run_key(stage, config_block, input_hashes, extra_key)
     manifest_path = path / MANIFEST
     if manifest_path.is_file():
         try:
             existing = read_manifest(path)
         except InputError:
             existing = {}
+        if not overwrite and existing.get("key") != key and made_before_new_options(
+                existing, config, config_block, lambda block: run_key(stage, block, input_hashes, extra_key)):
+            existing.update(key=key, config=config_block)  # the same run, under today's key
+            write_json(manifest_path, existing)
         if existing.get("key") == key and not overwrite:
             if existing.get("complete") and damaged_outputs(path, existing):
                 existing["complete"] = False  # redo: the stage resumes from whatever units of work are intact
@@ -329,6 +327,25 @@ def open_run(
     }
     write_json(manifest_path, manifest)
     return RunFolder(path, stage, key, manifest)
+
+
+def run_key(stage: str, config_block: Mapping[str, Any], input_hashes: Mapping[str, str],
+            extra_key: Mapping[str, Any] | None) -> str:
+    return stable_hash({"stage": stage, "config": dict(config_block), "inputs": dict(input_hashes),
+                        "extra": dict(extra_key or {})})
+
+
+def made_before_new_options(existing: Mapping[str, Any], config: Any, config_block: Mapping[str, Any], key_of) -> bool:
+    """Whether a folder was made by an earlier knowpack with this same config, before options that are at their
+    defaults here existed: adding an option to a stage must not orphan the run folders users already have."""
+    stored = existing.get("config")
+    if not isinstance(stored, dict) or not hasattr(config, "result_defaults"):
+        return False
+    new = set(config_block) - set(stored)
+    defaults = config.result_defaults()
+    if not new or any(name not in defaults or defaults[name] != config_block[name] for name in new):
+        return False
+    return existing.get("key") == key_of({k: v for k, v in config_block.items() if k in stored})
 
 
 def holds_work(path: Path) -> bool:
