@@ -61,8 +61,10 @@ def test_a_folder_made_before_an_option_existed_is_resumed_at_its_default(tmp_pa
     write_parquet(run.file("table.parquet"), pa.table({"a": [1]}))
     run.finish(["table.parquet"])
 
+    before = (tmp_path / "run" / "manifest.json").read_bytes()
     again = open_run(tmp_path / "run", "demo", NewerConfig())
-    assert again.complete and again.manifest["config"] == {"size": 3, "depth": 1}  # under today's key from now on
+    assert again.complete and again.manifest["config"] == {"size": 3, "depth": 1}
+    assert (tmp_path / "run" / "manifest.json").read_bytes() == before  # what was made from it still matches it
     assert open_run(tmp_path / "run", "demo", NewerConfig()).complete
     with pytest.raises(RunConflictError, match="another config"):  # the new option away from its default
         open_run(tmp_path / "run", "demo", NewerConfig(depth=2))

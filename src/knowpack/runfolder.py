@@ -295,8 +295,9 @@ def open_run(
             existing = {}
         if not overwrite and existing.get("key") != key and made_before_new_options(
                 existing, config, config_block, lambda block: run_key(stage, block, input_hashes, extra_key)):
-            existing.update(key=key, config=config_block)  # the same run, under today's key
-            write_json(manifest_path, existing)
+            # the same run: today's key from its next write on (a finished folder's manifest stays as it is, since
+            # the folders made from it know it by its sha256)
+            existing.update(key=key, config=config_block)
         if existing.get("key") == key and not overwrite:
             if existing.get("complete") and damaged_outputs(path, existing):
                 existing["complete"] = False  # redo: the stage resumes from whatever units of work are intact
