@@ -17,16 +17,8 @@ from knowpack.text import normalize
 
 
 @pytest.fixture(scope="module")
-def question_cache(tmp_path_factory):
-    """A private cache for built question sets, so the first build here computes rather than copies."""
-    cache = tmp_path_factory.mktemp("kg-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(questions_module, "cache_dir", lambda: cache)
-        yield cache
-
-
-@pytest.fixture(scope="module")
-def embedded_folder(tmp_path_factory, question_cache):
+def embedded_folder(tmp_path_factory):
+    """The default build, from the shared cache when an earlier test (or run) made it."""
     return build_questions(QuestionsConfig(out=tmp_path_factory.mktemp("embedded") / "q", progress=False)).path
 
 
@@ -73,10 +65,11 @@ def test_aliases_are_sane(frame):
         assert not leaking, (question, leaking)  # matching is on whole words, so is this check
 
 
-def test_same_config_builds_the_same_bytes(embedded_folder, question_cache, tmp_path, monkeypatch):
-    assert len(list(question_cache.glob("kg/*/questions.parquet"))) == 1
-    monkeypatch.setattr(questions_module, "cache_dir", lambda: tmp_path / "empty-cache")  # computes again
+def test_same_config_builds_the_same_bytes(embedded_folder, tmp_path, monkeypatch):
+    cache = tmp_path / "empty-cache"
+    monkeypatch.setattr(questions_module, "cache_dir", lambda: cache)  # computes again, from the wheels
     again = build_questions(QuestionsConfig(out=tmp_path / "again", progress=False)).path
+    assert len(list(cache.glob("kg/*/questions.parquet"))) == 1, "the build was computed, not copied"
     assert (again / "questions.parquet").read_bytes() == (embedded_folder / "questions.parquet").read_bytes()
 
 
