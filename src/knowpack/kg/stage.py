@@ -22,6 +22,18 @@ from knowpack.runfolder import atomic_path, open_run, stable_hash, write_json, w
 OUTPUTS = ("questions.parquet", "summary.json")
 
 
+def build_code_hash() -> str:
+    """sha256 of the code a build runs (this package and the text matching it uses): the cache of built question
+    sets is keyed by it too, so a knowpack whose build changed never copies a set an older one built."""
+    import hashlib
+
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted([*package.rglob("*.py"), *package.rglob("*.yaml"), package.parent / "text.py"]):
+        digest.update(str(path.relative_to(package.parent)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @dataclass
 class QuestionsConfig(Config):
     """How to build questions.parquet; ``per_bucket`` None means the source's own default."""
@@ -59,7 +71,7 @@ def run(config: QuestionsConfig) -> QuestionSet:
     if run_folder.complete:
         return QuestionSet(run_folder.path)
 
-    cached = cache_dir() / "kg" / run_folder.key
+    cached = cache_dir() / "kg" / f"{run_folder.key}-{build_code_hash()}"
     if source.cached and all((cached / name).is_file() for name in OUTPUTS):
         for name in OUTPUTS:
             with atomic_path(run_folder.file(name)) as tmp:
