@@ -141,3 +141,26 @@ def test_a_new_backend_serves_the_label_stage(monkeypatch, tmp_path, tiny_model_
     categories = folder.labels().set_index("question_id")["category"].to_dict()
     assert categories == {"capital/France": "HighlyKnown", "capital/Peru": "Unknown"}
     assert folder.settings["backend"] == "echo"
+
+
+def test_a_cached_source_is_copied_until_the_build_code_changes(monkeypatch, tmp_path):
+    import knowpack.kg.stage as questions_module
+
+    builds = []
+
+    def build(request):
+        builds.append(request.config.out)
+        row = {"id": "capital/Peru", "subject": "Peru", "relation": "capital", "object": "Lima",
+               "question": "What is the capital of Peru?", "answer": "Lima", "aliases": ["Lima"], "bucket": "head",
+               "popularity": 1, "relation_domain": "Country", "template_id": "capital#0", "paraphrases": []}
+        return pa.Table.from_pylist([row], schema=QUESTIONS_SCHEMA), {"relation_table": []}
+
+    plug(monkeypatch, SOURCES, "pinned", Source("pinned", "one pinned fact", build, default_per_bucket=1,
+                                                 templates="embedded", cached=True))
+    monkeypatch.setattr(questions_module, "cache_dir", lambda: tmp_path / "cache")
+    for out in ("a", "b"):
+        build_questions(QuestionsConfig(out=tmp_path / out, source="pinned", progress=False))
+    assert builds == [tmp_path / "a"], "the second set is the cache's copy"
+    monkeypatch.setattr(questions_module, "build_code_hash", lambda: "another-knowpack")
+    build_questions(QuestionsConfig(out=tmp_path / "c", source="pinned", progress=False))
+    assert builds == [tmp_path / "a", tmp_path / "c"], "a set another build code made is not copied"
