@@ -349,7 +349,7 @@ def test_an_interrupted_injection_resumes_to_the_same_result(lively_model_dir, i
 
 
 @pytest.mark.slow
-@pytest.mark.long  # ~7 min on 2 quiet cores (18 loaded): `make test-long`, not CI's suite
+@pytest.mark.long  # 9.6 min on 2 quiet cores (15+ loaded): `make test-long`, not CI's suite
 def test_invented_facts_on_the_embedded_model(tmp_path, embedded_model_dir):
     """30 facts about entities that do not exist: every one is Unknown, and the exported adapter answers them."""
     from peft import PeftModel
