@@ -146,7 +146,7 @@ def check_pools(spec: SweepSpec, runs: list[RunSpec], questions: Path, labels: P
     from knowpack.train.mixture import load_pool, packable_ids, restrict_pool, sample_facts
     from knowpack.train.stage import parse_extra
 
-    pool = load_pool(labels, questions)
+    pools = {None: load_pool(labels, questions)}  # by --pool: each pool file read once
     extra_pools: dict = {}
     packables: dict = {}
     seen = set()
@@ -162,7 +162,9 @@ def check_pools(spec: SweepSpec, runs: list[RunSpec], questions: Path, labels: P
         if config.pack_from not in packables:
             packables[config.pack_from] = packable_ids(config.pack_from)
         try:
-            sample_facts(restrict_pool(pool, config.pool) if config.pool is not None else pool, config.unknown,
+            if config.pool not in pools:
+                pools[config.pool] = restrict_pool(pools[None], config.pool)
+            sample_facts(pools[config.pool], config.unknown,
                          [parse_extra(item) for item in config.extra], config.seed, allow_repeat=config.allow_repeat,
                          extra_pool=extra_pools.get(config.extra_pool), packable=packables[config.pack_from],
                          pack_known=config.pack_known)
