@@ -3,6 +3,7 @@ tiny Llama — same facts for every method, resumed runs reused, the report tell
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -233,7 +234,7 @@ def labels(tmp_path_factory, lively_model_dir):
 def settings(lively_model_dir, labels, out, **changes) -> CapacityConfig:
     values = dict(model=str(lively_model_dir), labels=labels, out=out, ranks=(1, 2), methods=("lora", "full"),
                   seeds=1, start=2, max_facts=4, epochs=1, lr=("1e-2", "full=1e-3"), batch_size=2, reliability=0.9,
-                  max_negative_shift=1.0, device="cpu", progress=False)
+                  max_negative_shift=1.0, damage_of_every_run=True, device="cpu", progress=False)
     return CapacityConfig(**{**values, **changes})
 
 
@@ -317,6 +318,34 @@ def test_capacity_searches_every_method_and_rank_on_the_same_facts(lively_model_
     assert "1 mixture, 2 methods, 2 ranks and 1 seed." in text and (report / "learning_forgetting.png").is_file()
 
 
+def test_runs_that_break_on_reliability_skip_the_damage_until_it_is_wanted(lively_model_dir, labels, tmp_path):
+    """Unscripted: the tiny model learns none of its facts in one epoch (reliability 0 < 0.9), so every run has
+    broken before its damage is measured; all questions are labelled only once the damage is asked for."""
+    release_base_models()
+    lazy = settings(lively_model_dir, labels, tmp_path / "cap", methods=("lora",), ranks=(1,), damage_of_every_run=False)
+    result = capacity(lazy)
+    # start 2 breaks, the bisection from 0 tries 1, which breaks: capacity 0
+    assert [(s.held, list(s.tried)) for s in result.searches().itertuples()] == [(0, [2, 1])]
+    points = result.points()
+    assert list(points["reliability"]) == [0.0, 0.0] and points["negative_shift"].isna().all()
+    runs = [result.sweep_path / "runs" / run_id for run_id in points["run_id"]]
+    for run in runs:
+        assert not (run / "eval" / "labels").exists() and not (run / "eval" / "shift.parquet").exists()
+        assert [p.name for p in (run / "eval" / "probe_labels").iterdir()] == ["epoch_01"]  # the last epoch alone
+        assert read_parquet(run / "eval" / "reliability.parquet").column("epoch").to_pylist() == [1]
+    assert "reliability" in (make_report(ReportConfig(source=result.sweep_path)).path / "report.md").read_text()
+
+    kept = ("eval/probe_labels/epoch_01/labels.parquet", "epochs/epoch_01/adapter_model.safetensors")
+    stamps = {run / name: (run / name).stat().st_mtime_ns for run in runs for name in kept}
+
+    again = capacity(dataclasses.replace(lazy, damage_of_every_run=True))
+    assert again.points()["negative_shift"].notna().all()
+    for run in runs:
+        assert (run / "eval" / "labels" / "epoch_01").is_dir() and (run / "eval" / "shift.parquet").is_file()
+    # the same runs, now with their damage: nothing retrained, the packed facts' labels kept
+    assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
+
+
 @pytest.mark.slow  # labels the embedded question set (~40 s here); with_facts is covered above in the fast suite
 def test_capacity_packs_only_your_facts_and_measures_damage_on_the_embedded_set(lively_model_dir, tmp_path):
     facts = tmp_path / "facts.jsonl"
@@ -325,7 +354,8 @@ def test_capacity_packs_only_your_facts_and_measures_damage_on_the_embedded_set(
     release_base_models()
     result = capacity(CapacityConfig(model=str(lively_model_dir), facts=facts, out=tmp_path / "cap", per_bucket=1,
                                      n_prompts=1, n_samples=0, ranks=(2,), start=2, max_facts=4, epochs=1,
-                                     reliability=0.9, max_negative_shift=1.0, device="cpu", progress=False))
+                                     reliability=0.9, max_negative_shift=1.0, damage_of_every_run=True,
+                                     device="cpu", progress=False))
     mine = set(read_parquet(result.path / "data" / "facts.parquet").column("id").to_pylist())
     assert len(result.points()) > 0
     everything = read_parquet(result.path / "data" / "questions.parquet").num_rows

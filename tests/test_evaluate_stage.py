@@ -3,6 +3,7 @@ then `knowpack evaluate` and `knowpack compare`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -151,6 +152,35 @@ def test_all_shift_epochs_reuse_finished_label_folders(loaded, trained_run, tmp_
     evaluate_loaded(loaded, EvaluateConfig(run=trained_run, out=out, shift_epochs="all", **options(benchmarks=())))
     assert (first / "labels/epoch_01/labels.parquet").stat().st_mtime_ns == stamp
     assert (first / "summary.json").is_file()
+
+
+def test_the_damage_is_measured_only_above_a_reliability_bound_and_added_when_asked(loaded, trained_run, tmp_path,
+                                                                                       capsys):
+    out = tmp_path / "eval-lazy"
+    lazy = EvaluateConfig(run=trained_run, out=out, reliability_epochs="last", damage_if_reliability=1.0,
+                          **options(benchmarks=("mmlu",), mmlu_subjects=("anatomy",), limit=2))
+    first = evaluate_loaded(loaded, lazy)
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["reliability"]["trained"]["2"]["lenient"] < 1.0  # this run learnt part of its 3 facts
+    assert summary["damage_measured"] is False and summary["shift_epochs"] == []
+    assert [p.name for p in (first / "probe_labels").iterdir()] == ["epoch_02"]  # the last epoch alone
+    assert not (first / "labels").exists() and not (first / "benchmarks.parquet").exists()
+    assert sorted(p.name for p in first.glob("*.parquet")) == ["probe_questions.parquet", "reliability.parquet"]
+    table = compare([first])
+    assert "reliability trained (epoch 2)" in table.index and not any("shift" in str(k) for k in table.index)
+    from knowpack.evaluate.compare import print_summary
+
+    print_summary(summary)
+    assert "Damage not measured" in capsys.readouterr().out
+
+    # asked again without the bound: the same folder gains the damage, the packed facts' labels are kept
+    stamp = (first / "probe_labels/epoch_02/labels.parquet").stat().st_mtime_ns
+    evaluate_loaded(loaded, dataclasses.replace(lazy, damage_if_reliability=None))
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["damage_measured"] is True and summary["shift_epochs"] == [2]
+    assert (first / "labels/epoch_02").is_dir() and (first / "shift.parquet").is_file()
+    assert (first / "probe_labels/epoch_02/labels.parquet").stat().st_mtime_ns == stamp
+    assert set(summary["benchmarks"]["results"]["mmlu/acc"]) >= {"base", "epoch_02"}
 
 
 def parse(argv: list[str]) -> EvaluateConfig:

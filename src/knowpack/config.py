@@ -207,6 +207,11 @@ class Config:
         return cls(**kwargs)
 
     @classmethod
+    def outside_results(cls) -> set[str]:
+        """The fields that stay out of the run key (where the output goes, how fast, what is printed)."""
+        return {field.name for field in dataclasses.fields(cls) if not field.metadata.get("affects_results", True)}
+
+    @classmethod
     def result_defaults(cls) -> dict[str, Any]:
         """The defaults of the fields that enter the run key, as :meth:`result_dict` writes them."""
         out: dict[str, Any] = {}

@@ -21,7 +21,8 @@ from knowpack.capacity.search import Walk, walk
 from knowpack.capacity.stage import CapacityConfig
 from knowpack.errors import InputError
 from knowpack.protocols import STUDY_SEEDS
-from knowpack.runfolder import is_complete, open_run, write_parquet
+from knowpack.evaluate.folder import EVAL_DIR
+from knowpack.runfolder import MANIFEST, is_complete, open_run, read_manifest, write_json, write_parquet
 from knowpack.sweep.spec import SweepSpec, canonical_mixture, run_id
 
 SWEEP_DIR, DATA_DIR = "sweep", "data"
@@ -156,7 +157,9 @@ class CapacitySweep:
         train: dict[str, Any] = {"epochs": config.epochs, "batch_size": config.batch_size, "targets": config.targets}
         if pack_from is not None:
             train["pack_from"] = str(pack_from)
-        evaluate: dict[str, Any] = {"shift_epochs": "last", "heldout_paraphrases": 0,
+        # the constraints read the last epoch alone; all questions are relabelled only where the facts were learnt
+        evaluate: dict[str, Any] = {"shift_epochs": "last", "reliability_epochs": "last", "heldout_paraphrases": 0,
+                                    "damage_if_reliability": None if config.damage_of_every_run else config.reliability,
                                     "benchmarks": ["mmlu"] if config.max_benchmark_drop is not None else []}
         if config.max_benchmark_drop is not None and config.benchmark_limit is not None:
             evaluate["limit"] = config.benchmark_limit
@@ -211,6 +214,18 @@ class CapacitySweep:
         from knowpack.sweep.driver import run_sweep
         from knowpack.sweep.executors import EXECUTORS
 
+        for search, state in walks.items():
+            for size in state.tried:
+                if self.outcome(search, size) is None:
+                    reopen_for_damage(self.run_dir(search, size) / EVAL_DIR)
         executor_class = EXECUTORS[self.config.executor]
         options = self.config.options_of(executor_class.Options) if executor_class.Options else None
         return run_sweep(dataclasses.replace(self.spec, grid=self.grids(walks)), executor_class(options))
+
+
+def reopen_for_damage(eval_dir: Path) -> None:
+    """Mark a complete evaluation that skipped the damage as unfinished, so the sweep evaluates the run again:
+    its packed facts' labels are kept, all questions are labelled (the bound it was made under was higher)."""
+    if is_complete(eval_dir):
+        manifest = read_manifest(eval_dir)
+        write_json(eval_dir / MANIFEST, {**manifest, "complete": False})

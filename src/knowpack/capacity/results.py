@@ -55,6 +55,12 @@ def constraints(config) -> list[Constraint]:
 # ---------------------------------------------------------------- one run
 
 
+def damage_wanted(config, reliability: float) -> bool:
+    """Whether a run's damage is measured: it holds its facts (a run that does not has broken already), or
+    ``--damage-of-every-run``."""
+    return config.damage_of_every_run or reliability >= config.reliability
+
+
 def read_point(run_dir: Path, config) -> dict[str, Any] | None:
     """A run's figures and whether they meet every constraint; None while the run is not evaluated."""
     from knowpack.evaluate.folder import EVAL_DIR, Evaluation
@@ -66,7 +72,10 @@ def read_point(run_dir: Path, config) -> dict[str, Any] | None:
         return None
     summary = Evaluation(run_dir / EVAL_DIR).summary()
     figures = {figure.key: figure.value for figure in all_figures(summary)}
-    benchmarks = [f for f in METRICS["benchmarks"].figures(summary) if not f.key.endswith("_base")]
+    if not summary.get("damage_measured", True) and damage_wanted(config, figures["reliability"]):
+        return None  # evaluated under a higher reliability bound: its damage is to be measured now
+    benchmarks = [f for f in METRICS["benchmarks"].figures(summary) if not f.key.endswith("_base")
+                  ] if summary.get("damage_measured", True) else []
     drops = [figures[f"{f.key}_base"] - f.value for f in benchmarks
              if f.value is not None and figures.get(f"{f.key}_base") is not None]
     run = TrainRun(run_dir, verify=False)

@@ -60,6 +60,9 @@ class CapacityConfig(Config):
     max_benchmark_drop: float | None = option(None, help="the largest drop of each benchmark below the base model "
                                               "(turns MMLU on: offline, 5-shot)", minimum=0, maximum=1)
     benchmark_limit: int | None = option(None, help="items per benchmark task (default: all)", minimum=1)
+    damage_of_every_run: bool = search_option(False, help="measure the damage (all questions relabelled, benchmarks) of "
+                                       "runs below the reliability bound too, for the fit and the Pareto plot "
+                                       "(default: only of runs that hold their facts; the rest broke already)")
     ranks: tuple[int, ...] = search_option((1, 4, 16), help="ranks to search (comma-separated)", split=",",
                                            minimum=1, metavar="R,R")
     methods: tuple[str, ...] = search_option(("lora",), flag="--method", split=",", repeat=True,

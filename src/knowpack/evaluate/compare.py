@@ -103,6 +103,9 @@ def print_summary(summary: dict[str, Any]) -> None:
             cells += [_fmt(value.get("lenient")), _fmt(value.get("strict"))]
         reliability.add_row("base" if epoch == 0 else str(epoch), *cells)
     console.print(reliability)
+    if not summary.get("damage_measured", True):
+        console.print("Damage not measured: the last epoch's reliability is below evaluate's damage_if_reliability.")
+        return
 
     last = summary["shift_epochs"][-1]
     effects = Table(title=f"Effects at epoch {last} (fractions; denominators in parentheses)")

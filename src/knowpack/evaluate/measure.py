@@ -1,5 +1,8 @@
-"""The evaluate stage's work: label the packed facts at every epoch and all questions at the shift epochs, with
-the base labels' probe settings; then run every metric in order and write its tables and ``summary.json``."""
+"""The evaluate stage's work: label the packed facts at every epoch (or the last) and all questions at the shift
+epochs, with the base labels' probe settings; then run every metric in order and write its tables and
+``summary.json``. With ``damage_if_reliability`` all questions are labelled only when the packed facts were
+learnt, and the metrics that read them are skipped otherwise: a capacity search needs no damage figure for a
+run that already broke on reliability, and labelling all questions is most of an evaluation's cost."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from knowpack.errors import InputError
 from knowpack.evaluate.folder import (LABELS_DIR, PROBE_LABELS_DIR, PROBE_QUESTIONS_FILE, SUMMARY_FILE, Evaluation,
                                       epoch_dir)
 from knowpack.evaluate.metrics import MetricContext, in_order
-from knowpack.evaluate.metrics.reliability import heldout_paraphrase_questions
+from knowpack.evaluate.metrics.reliability import heldout_paraphrase_questions, reliability
 from knowpack.evaluate.stage import EvaluateConfig
 from knowpack.kg.folder import QUESTIONS_SCHEMA, read_questions
 from knowpack.models import LoadedModel
@@ -70,7 +73,11 @@ def evaluate_loaded(loaded: LoadedModel, config: EvaluateConfig) -> Evaluation:
                       {"run": run.path, "labels": base.path, "questions": questions_path},
                       extra_key={"model": loaded.fingerprint, "dtype": _dtype(loaded)}, overwrite=config.overwrite)
     if folder.complete:
-        return Evaluation(folder.path)
+        summary = Evaluation(folder.path).summary()
+        last_reliability = summary["reliability"]["trained"][str(max(run.epochs))]["lenient"]
+        if summary.get("damage_measured", True) or not damage_is_measured(config, last_reliability):
+            return Evaluation(folder.path)
+        folder.note(complete=False)  # the damage is wanted now: label all questions, reusing the probe labels
     questions = read_questions(questions_path, required=tuple(QUESTIONS_SCHEMA.names)).to_pandas()
     train_set = run.train_set()
     shift_epochs = run.shift_epochs(config.shift_epochs)
@@ -82,10 +89,16 @@ def evaluate_loaded(loaded: LoadedModel, config: EvaluateConfig) -> Evaluation:
     if not probe_questions.is_file():
         write_parquet(probe_questions, pd.concat([facts, paraphrases], ignore_index=True)[QUESTIONS_SCHEMA.names],
                       schema=QUESTIONS_SCHEMA)
-    probe_dirs = {e: folder.file(f"{PROBE_LABELS_DIR}/{epoch_dir(e)}") for e in [0, *run.epochs]}
+    probe_epochs = [0, *run.epochs] if config.reliability_epochs == "all" else [max(run.epochs)]
+    probe_dirs = {e: folder.file(f"{PROBE_LABELS_DIR}/{epoch_dir(e)}") for e in probe_epochs}
     label_with_base_settings(loaded, base, probe_questions,
                              [(path, run.epochs.get(e)) for e, path in probe_dirs.items()], greedy_only=True,
                              progress=config.progress)
+    probe = {e: LabelFolder(path).responses() for e, path in probe_dirs.items()}
+    last_reliability = reliability(probe[max(run.epochs)], set(run.unknown_ids))["reliability_lenient"]
+    damage_measured = damage_is_measured(config, last_reliability)
+    if not damage_measured:
+        shift_epochs = []
     after_dirs = {e: folder.file(f"{LABELS_DIR}/{epoch_dir(e)}") for e in shift_epochs}
     label_with_base_settings(loaded, base, questions_path, [(path, run.epochs[e]) for e, path in after_dirs.items()],
                              progress=config.progress)
@@ -93,29 +106,42 @@ def evaluate_loaded(loaded: LoadedModel, config: EvaluateConfig) -> Evaluation:
     ctx = MetricContext(
         config=config, questions=questions, train_set=train_set, unknown_ids=run.unknown_ids,
         paraphrase_ids=list(paraphrases["id"]), base_responses=base.responses(), base_labels=base.labels(),
-        probe={e: LabelFolder(path).responses() for e, path in probe_dirs.items()},
+        probe=probe,
         after={e: (LabelFolder(path).responses(), LabelFolder(path).labels()) for e, path in after_dirs.items()},
         loaded=loaded, work_dir=folder.path, adapters={e: run.epochs[e] for e in shift_epochs},
     )
-    tables = compute_tables(ctx)
+    tables = compute_tables(ctx, damage_measured)
     outputs = []
     for name, table in tables.items():
         write_parquet(folder.file(f"{name}.parquet"), table)
         outputs.append(f"{name}.parquet")
-    write_json(folder.file(SUMMARY_FILE), summarize(tables, ctx, run, config))
+    write_json(folder.file(SUMMARY_FILE), summarize(tables, ctx, run, config, damage_measured))
     folder.finish([*outputs, SUMMARY_FILE])
     return Evaluation(folder.path)
 
 
-def compute_tables(ctx: MetricContext) -> dict[str, pd.DataFrame]:
+def damage_is_measured(config: EvaluateConfig, last_reliability: float) -> bool:
+    """Whether all questions are labelled: always, unless ``damage_if_reliability`` is set and the last epoch's
+    lenient reliability on the packed facts stays below it (a capacity search's run that has failed already).
+    The setting is not in the folder's key: a folder evaluated without the damage gains it when asked again with
+    a bound its reliability meets."""
+    return config.damage_if_reliability is None or last_reliability >= config.damage_if_reliability
+
+
+def metrics_run(damage_measured: bool) -> list:
+    """The metrics of an evaluation: all, or those that read only the packed facts' answers."""
+    return [metric for metric in in_order() if damage_measured or not metric.reads_all_questions]
+
+
+def compute_tables(ctx: MetricContext, damage_measured: bool = True) -> dict[str, pd.DataFrame]:
     """Every metric's tables, in metric order (a metric may read the tables of those before it)."""
-    for metric in in_order():
+    for metric in metrics_run(damage_measured):
         ctx.tables.update(metric.compute(ctx))
     return ctx.tables
 
 
-def summarize(tables: dict[str, pd.DataFrame], ctx: MetricContext, run: TrainRun, config: EvaluateConfig
-              ) -> dict[str, Any]:
+def summarize(tables: dict[str, pd.DataFrame], ctx: MetricContext, run: TrainRun, config: EvaluateConfig,
+              damage_measured: bool = True) -> dict[str, Any]:
     """``summary.json``: what was evaluated, then every metric's block."""
     summary: dict[str, Any] = {
         "run": str(run.path),
@@ -123,9 +149,10 @@ def summarize(tables: dict[str, pd.DataFrame], ctx: MetricContext, run: TrainRun
         "train_rows": len(ctx.train_set),
         "train_kinds": ctx.train_set["kind"].value_counts().sort_index().to_dict(),
         "epochs": sorted(run.epochs),
-        "shift_epochs": run.shift_epochs(config.shift_epochs),
+        "shift_epochs": run.shift_epochs(config.shift_epochs) if damage_measured else [],
+        "damage_measured": damage_measured,
     }
-    for metric in in_order():
+    for metric in metrics_run(damage_measured):
         summary.update(metric.summarize(tables, ctx))
     return summary
 

@@ -18,6 +18,7 @@ from knowpack.config import (Config, device_option, dtype_option, option, overwr
 from knowpack.evaluate.metrics import METRICS
 
 SHIFT_EPOCHS = ("last", "all")
+RELIABILITY_EPOCHS = ("all", "last")
 
 
 @dataclass
@@ -34,7 +35,14 @@ class EvaluateConfig(Config):
     model: str | None = option(None, help="base model (default: the one the base labels name)", affects_results=False)
     shift_epochs: str = option("last", choices=SHIFT_EPOCHS,
                                help="epochs whose adapters label ALL questions (shift, refusals, collapse, spill-over, "
-                               "benchmarks); reliability is measured at every epoch either way")
+                               "benchmarks)")
+    reliability_epochs: str = option("all", choices=RELIABILITY_EPOCHS,
+                                     help="epochs whose adapters answer the packed facts: all (the base model and "
+                                     "every epoch, the study's curve) or last (the final adapter alone)")
+    damage_if_reliability: float | None = option(
+        None, help="label all questions (shift, refusals, collapse, spill-over, benchmarks) only when the last "
+        "epoch's reliability on the packed facts reaches this; below it those metrics are not measured (default: "
+        "always measured)", minimum=0, maximum=1, metavar="R", affects_results=False)
     heldout_paraphrases: int = option(3, help="held-out paraphrases per packed fact for generalisation (0 = off)",
                                       minimum=0, metavar="N")
     device: str | None = device_option()

@@ -16,7 +16,7 @@ from knowpack.errors import InputError, KnowpackError
 from knowpack.runfolder import is_complete, open_run, read_parquet, write_bytes
 from knowpack.sweep.folder import INDEX_FILE, SWEEP_FILE, Sweep
 from knowpack.sweep.runs import DONE, FAILED, RunResult, SweepIndex, SweepJob, base_model, run_state
-from knowpack.sweep.spec import RunSpec, SweepSpec
+from knowpack.sweep.spec import RunSpec, SweepSpec, evaluate_key
 
 
 def run_sweep(spec: SweepSpec, executor=None, *, overwrite: bool = False) -> Sweep:
@@ -70,14 +70,15 @@ def run_sweep(spec: SweepSpec, executor=None, *, overwrite: bool = False) -> Swe
 
 
 def sweep_key(spec: SweepSpec) -> dict:
-    """What makes two sweeps the same folder: everything but the grid (a grown grid resumes in place)."""
+    """What makes two sweeps the same folder: everything but the grid (a grown grid resumes in place) and the
+    evaluate options that stay out of an evaluation's own key."""
     key = {
         "model": spec.model,
         "trust_remote_code": spec.trust_remote_code,
         "make_questions": spec.make_questions,
         "make_labels": spec.make_labels,
         "train": spec.train,
-        "evaluate": spec.evaluate,
+        "evaluate": evaluate_key(spec.evaluate),
     }
     key.update({name: value for name, value in (("make_paraphrases", spec.make_paraphrases),
                                                  ("protocol", spec.protocol)) if value is not None})

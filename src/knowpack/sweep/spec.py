@@ -510,7 +510,8 @@ def expand(config: SweepSpec) -> list[RunSpec]:
 
 def run_id(config: SweepSpec, params: Mapping[str, Any]) -> str:
     """A readable prefix (facts, mixture, seed) and a hash of everything that shapes the run's result."""
-    shaped_by = {"model": config.model, "params": dict(params), "train": config.train, "evaluate": config.evaluate}
+    shaped_by = {"model": config.model, "params": dict(params), "train": config.train,
+                 "evaluate": evaluate_key(config.evaluate)}
     if config.protocol is not None:  # only then: the ids of sweeps without a protocol stay what they were
         shaped_by["protocol"] = config.protocol
     digest = stable_hash(shaped_by, 10)
@@ -518,6 +519,15 @@ def run_id(config: SweepSpec, params: Mapping[str, Any]) -> str:
         "maybe-known", "mk").replace("weakly-known", "wk").replace("paraphrase", "para")
     seed = f"-s{params['seed']}" if "seed" in params else ""
     return f"u{params['unknown']}-{mixture}{seed}-{digest}"
+
+
+def evaluate_key(evaluate: Mapping[str, Any]) -> dict[str, Any]:
+    """A sweep's evaluate options less those that stay out of an evaluation's own key (``damage_if_reliability``
+    only decides whether a run's damage is measured yet; asked again it is added to the same runs)."""
+    from knowpack.evaluate.stage import EvaluateConfig
+
+    outside = EvaluateConfig.outside_results()
+    return {name: value for name, value in evaluate.items() if name not in outside}
 
 
 # ---------------------------------------------------------------- helpers

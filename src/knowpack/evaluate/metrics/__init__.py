@@ -7,6 +7,8 @@ A metric declares, in its own module:
 * ``compute(ctx)`` — those tables from the answers (``MetricContext``: the base and after labels, the packed facts,
   the train set, and the loaded model for metrics that need one);
 * ``summarize(tables, ctx)`` — its block of ``summary.json``;
+* ``reads_all_questions`` — whether it needs every question's answers after training (False: the packed facts'
+  own answers are enough, so it runs even when evaluate skips labelling all questions);
 * ``figures(summary)`` — its headline numbers, each with the direction that is better, which ``compare``, ``diff``
   gates and ``capacity`` constraints read by name;
 * ``collect(evaluation)`` / ``sections(data, out)`` / ``sentences(data)`` — what the report shows of it.
@@ -81,6 +83,9 @@ class Metric:
     order: ClassVar[float]
     tables: ClassVar[dict[str, pa.Schema]] = {}
     Options: ClassVar[type[Config] | None] = None
+    # reads the answers to all questions after training (``ctx.after``), which evaluate may skip
+    # (``damage_if_reliability``); False for a metric of the packed facts' own answers
+    reads_all_questions: ClassVar[bool] = True
 
     def compute(self, ctx: MetricContext) -> dict[str, pd.DataFrame]:
         return {}
@@ -127,5 +132,7 @@ def in_order() -> list[Metric]:
 
 
 def all_figures(summary: dict[str, Any]) -> list[Figure]:
-    """Every metric's headline numbers of one summary.json, in metric order."""
-    return [figure for metric in in_order() for figure in metric.figures(summary)]
+    """Every metric's headline numbers of one summary.json, in metric order (only those the evaluation ran)."""
+    measured = summary.get("damage_measured", True)
+    return [figure for metric in in_order() if measured or not metric.reads_all_questions
+            for figure in metric.figures(summary)]

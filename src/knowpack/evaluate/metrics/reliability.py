@@ -91,6 +91,7 @@ class Reliability(Metric):
     name = "reliability"
     order = 2
     tables = {"reliability": RELIABILITY_SCHEMA}
+    reads_all_questions = False
 
     def compute(self, ctx: MetricContext) -> dict[str, pd.DataFrame]:
         rows = []
@@ -113,7 +114,7 @@ class Reliability(Metric):
         }
 
     def figures(self, summary: dict[str, Any]) -> list[Figure]:
-        last = str(summary["shift_epochs"][-1])
+        last = str((summary["shift_epochs"] or summary["epochs"])[-1])  # none when the damage was not measured
         out = []
         for scope, key in ((TRAINED, "reliability"), (HELDOUT, "heldout_reliability")):
             per_epoch = summary["reliability"].get(scope, {})
