@@ -16,7 +16,7 @@ import pandas as pd
 from knowpack.errors import InputError
 from knowpack.evaluate.folder import (LABELS_DIR, PROBE_LABELS_DIR, PROBE_QUESTIONS_FILE, SUMMARY_FILE, Evaluation,
                                       epoch_dir)
-from knowpack.evaluate.metrics import MetricContext, in_order
+from knowpack.evaluate.metrics import MetricContext, measured_metrics
 from knowpack.evaluate.metrics.reliability import heldout_paraphrase_questions, reliability
 from knowpack.evaluate.stage import EvaluateConfig
 from knowpack.kg.folder import QUESTIONS_SCHEMA, read_questions
@@ -128,14 +128,9 @@ def damage_is_measured(config: EvaluateConfig, last_reliability: float) -> bool:
     return config.damage_if_reliability is None or last_reliability >= config.damage_if_reliability
 
 
-def metrics_run(damage_measured: bool) -> list:
-    """The metrics of an evaluation: all, or those that read only the packed facts' answers."""
-    return [metric for metric in in_order() if damage_measured or not metric.reads_all_questions]
-
-
 def compute_tables(ctx: MetricContext, damage_measured: bool = True) -> dict[str, pd.DataFrame]:
     """Every metric's tables, in metric order (a metric may read the tables of those before it)."""
-    for metric in metrics_run(damage_measured):
+    for metric in measured_metrics(damage_measured):
         ctx.tables.update(metric.compute(ctx))
     return ctx.tables
 
@@ -152,7 +147,7 @@ def summarize(tables: dict[str, pd.DataFrame], ctx: MetricContext, run: TrainRun
         "shift_epochs": run.shift_epochs(config.shift_epochs) if damage_measured else [],
         "damage_measured": damage_measured,
     }
-    for metric in metrics_run(damage_measured):
+    for metric in measured_metrics(damage_measured):
         summary.update(metric.summarize(tables, ctx))
     return summary
 

@@ -131,8 +131,12 @@ def in_order() -> list[Metric]:
     return sorted(METRICS.values(), key=lambda metric: metric.order)
 
 
+def measured_metrics(damage_measured: bool = True) -> list[Metric]:
+    """The metrics an evaluation runs, in order: all, or without the damage those of the packed facts alone."""
+    return [metric for metric in in_order() if damage_measured or not metric.reads_all_questions]
+
+
 def all_figures(summary: dict[str, Any]) -> list[Figure]:
     """Every metric's headline numbers of one summary.json, in metric order (only those the evaluation ran)."""
-    measured = summary.get("damage_measured", True)
-    return [figure for metric in in_order() if measured or not metric.reads_all_questions
+    return [figure for metric in measured_metrics(summary.get("damage_measured", True))
             for figure in metric.figures(summary)]
