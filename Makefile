@@ -19,11 +19,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/knowpack demo --out runs/demo
 
+# One worker per core, each test file on one worker (its module fixtures are built once): on 2 cores the suite
+# takes 9 minutes instead of 15.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not long"
+	$(BIN)/python -m pytest -q -m "not long" -n auto --dist loadfile
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --dist loadfile
 
 test-long: $(STAMP)
 	$(BIN)/python -m pytest -q -m long

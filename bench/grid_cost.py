@@ -49,14 +49,14 @@ STUDY_PROMPTS = 10
 
 def synthetic_loaded(tokenizer_dir: str) -> LoadedModel:
     """The Llama-3.1-8B shape with random bf16 weights as a LoadedModel, prompts carrying Llama-3.1's preamble."""
-    from probe_throughput import LLAMA31_SYSTEM_PREAMBLE, synthetic_llama8b
+    from probe_throughput import LLAMA31_SYSTEM_PREAMBLE, synthetic_model
     from transformers import AutoTokenizer
 
     import knowpack.probe.prompts as prompts
 
     prompts.SYSTEM_PROMPT = LLAMA31_SYSTEM_PREAMBLE + prompts.SYSTEM_PROMPT
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    return LoadedModel(synthetic_llama8b("cuda"), tokenizer, "synthetic-llama3.1-8b", "synthetic:llama8b-seed0",
+    return LoadedModel(synthetic_model("llama8b", "cuda"), tokenizer, "synthetic-llama3.1-8b", "synthetic:llama8b-seed0",
                        chat=True)
 
 

@@ -9,6 +9,9 @@ same greedy answer.
     nice -n 10 python bench/probe_throughput.py --device cpu
   GPU, Llama-3.1-8B-shaped model with random bf16 weights, 16 forced new tokens:
     python bench/probe_throughput.py --device cuda --synthetic-llama8b --force-new-tokens 16
+  The same prompts under N random LoRA adapters in one pass (evaluate's probe of every epoch), against the base
+  model in the same run, each module's adapters by row group and all at once behind a mask:
+    python bench/probe_throughput.py --device cuda --adapters 11 --adapter-rank 16 --baseline-attn ""
 """
 
 from __future__ import annotations
@@ -50,13 +53,20 @@ def questions(n: int) -> list[str]:
     return (out * (n // len(out) + 1))[:n]
 
 
-def synthetic_llama8b(device: str) -> LlamaForCausalLM:
-    """Llama-3.1-8B's shape with random bf16 weights (throughput does not depend on the weight values)."""
-    config = LlamaConfig(
-        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072, rope_theta=500000.0,
-        rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001,
-    )
+SHAPES = {  # models with random bf16 weights: throughput does not depend on the weight values
+    "llama8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                    num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
+                    rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=128000,
+                    eos_token_id=128001),
+    "smollm2": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, rope_theta=100000.0,
+                    rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2),
+}
+
+
+def synthetic_model(shape: str, device: str) -> LlamaForCausalLM:
+    """Llama-3.1-8B's or SmolLM2-135M's shape (``SHAPES``) with random bf16 weights."""
+    config = LlamaConfig(**SHAPES[shape])
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
@@ -172,6 +182,43 @@ def profile_engine(model, tokenizer, jobs, batch_size, decoding, device) -> None
     print(prof.key_averages().table(sort_by=sort, row_limit=22, max_name_column_width=70))
 
 
+def random_adapters(model, count: int, rank: int, folder: Path) -> dict[str, Path]:
+    """``count`` LoRA adapters of the MLP (the study's targets) with random weights, saved as peft saves them."""
+    from peft import LoraConfig, get_peft_model
+
+    adapters = {}
+    for index in range(count):
+        torch.manual_seed(index)
+        config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["gate_proj", "up_proj", "down_proj"],
+                            init_lora_weights=False)
+        peft_model = get_peft_model(model, config)
+        adapters[f"a{index}"] = folder / f"a{index}"
+        peft_model.save_pretrained(adapters[f"a{index}"])
+        peft_model.unload()
+    return adapters
+
+
+def run_adapters(model, tokenizer, jobs, adapters: dict[str, Path], batch_size, decoding, device, masked: bool
+                 ) -> float:
+    """Every job under every adapter in one pass (plain LoRA stacked by ``probe.adapters``), as evaluate's probe."""
+    from knowpack.probe import adapters as adapters_module
+
+    previous = getattr(adapters_module, "MASKED_DEVICES", set())  # a knowpack before the masked path has none
+    adapters_module.MASKED_DEVICES = {device} if masked else set()
+    try:
+        with adapters_module.StackedAdapters(model, adapters).attached() as stacked:
+            engine = PrefixEngine(model, tokenizer, decoding, batch_size=batch_size, router=stacked)
+            routed = [Job(j.prefix, j.suffix, name) for name in adapters for j in jobs]
+            sync(device)
+            start = time.perf_counter()
+            for _, generations in engine.generate(routed):
+                tokenizer.batch_decode([g[0].tokens for g in generations], skip_special_tokens=True)
+            sync(device)
+            return time.perf_counter() - start
+    finally:
+        adapters_module.MASKED_DEVICES = previous
+
+
 def first_line(text: str) -> str:
     return text.strip().split("\n")[0].strip()
 
@@ -179,8 +226,10 @@ def first_line(text: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--model", default="smollm2-135m", help="model spec (ignored with --synthetic-llama8b)")
-    parser.add_argument("--synthetic-llama8b", action="store_true")
+    parser.add_argument("--model", default="smollm2-135m", help="model spec (ignored with --synthetic)")
+    parser.add_argument("--synthetic", choices=sorted(SHAPES), help="a model of this shape with random weights")
+    parser.add_argument("--synthetic-llama8b", action="store_const", const="llama8b", dest="synthetic",
+                        help="the same as --synthetic llama8b")
     parser.add_argument("--tokenizer", help="tokenizer folder for the synthetic model (default: the embedded model's)")
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--prompts", type=int, default=10)
@@ -196,18 +245,21 @@ def main() -> None:
                         "on a float32 model of the synthetic model's width")
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores; 1 is faster on a busy machine)")
     parser.add_argument("--profile", action="store_true", help="also profile one batch at the largest engine batch")
+    parser.add_argument("--adapters", type=int, default=0, help="also time the prompts under N random LoRA adapters "
+                        "in one pass (each adapter answers every prompt) against the base model")
+    parser.add_argument("--adapter-rank", type=int, default=16)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     device = args.device
     if device == "cpu":
         torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    if args.synthetic_llama8b:
+    if args.synthetic:
         from knowpack.models import resolve_model
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or resolve_model("smollm2-135m")[0])
-        model = synthetic_llama8b(device)
-        name = "Llama-3.1-8B-shaped, random bf16 weights"
+        model = synthetic_model(args.synthetic, device)
+        name = f"{args.synthetic}-shaped, random bf16 weights"
     else:
         from knowpack.models import load_model
 
@@ -217,7 +269,7 @@ def main() -> None:
             torch.set_num_threads(args.threads or os.cpu_count() or 1)
         name = f"{args.model} ({next(model.parameters()).dtype})"
     chat = tokenizer.chat_template is not None
-    if args.synthetic_llama8b:
+    if args.synthetic == "llama8b":
         import knowpack.probe.prompts as prompts_module
 
         prompts_module.SYSTEM_PROMPT = LLAMA31_SYSTEM_PREAMBLE + prompts_module.SYSTEM_PROMPT
@@ -273,9 +325,25 @@ def main() -> None:
         rows.append({"approach": "knowpack: shared-prefix engine", "batch": batch, "prompts": len(jobs),
                      "seconds": statistics.median(times), "prompts_per_s": len(jobs) / statistics.median(times),
                      "agree": sum(same) / len(same) if same else None})
+    if args.adapters:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            adapters = random_adapters(model, args.adapters, args.adapter_rank, Path(folder))
+            for masked in (False, True):
+                run_adapters(model, tokenizer, jobs[:64], adapters, engine_batches[-1], decoding, device, masked)
+                seconds = statistics.median(
+                    run_adapters(model, tokenizer, jobs, adapters, engine_batches[-1], decoding, device, masked)
+                    for _ in range(args.repeat))
+                prompts = len(jobs) * args.adapters
+                rows.append({"approach": f"knowpack: {args.adapters} adapters of rank {args.adapter_rank}, "
+                             f"{'masked' if masked else 'by row group'}", "batch": engine_batches[-1],
+                             "prompts": prompts, "seconds": seconds, "prompts_per_s": prompts / seconds,
+                             "agree": None})
     study = rows[0]["prompts_per_s"] if rows else None
     print()
-    print("| approach | batch | prompts | seconds | prompts/s | × study | same greedy answer as study |")
+    against = "study" if rows and rows[0]["approach"].startswith("study") else "base engine"
+    print(f"| approach | batch | prompts | seconds | prompts/s | × {against} | same greedy answer as study |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         agree = "" if row["agree"] is None else f"{100 * row['agree']:.1f}%"

@@ -48,24 +48,6 @@ def study_like_rows(count: int, vocab: int, seed: int) -> list[tuple[list[int], 
     return rows
 
 
-def synthetic_llama8b(device: str) -> torch.nn.Module:
-    """LlamaForCausalLM with Llama-3.1-8B's shape and random bf16 weights, built on the device."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-        num_key_value_heads=8, max_position_embeddings=131072, rope_theta=500000.0, tie_word_embeddings=False,
-        attn_implementation="sdpa",
-    )
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    with torch.device(device):
-        model = LlamaForCausalLM(config)
-    torch.set_default_dtype(previous)
-    return model.eval()
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -276,7 +258,9 @@ def main() -> None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.synthetic_llama8b:
-        model, name = synthetic_llama8b(args.device), "synthetic Llama-3.1-8B shape (bf16, random weights)"
+        from probe_throughput import synthetic_model
+
+        model, name = synthetic_model("llama8b", args.device), "synthetic Llama-3.1-8B shape (bf16, random weights)"
     else:
         from knowpack.models import load_model
 

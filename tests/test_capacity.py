@@ -117,6 +117,15 @@ def test_the_fit_recovers_a_logistic_curve_in_log_n_and_where_it_crosses_a_bound
     assert fit_logistic([5, 5], [0.5, 0.6]) is None, "one size has no slope"
 
 
+def test_a_step_between_two_sizes_is_fitted():
+    """Rank 1's reliability in a real CPU search (docs/findings.md): nothing learnt up to 5 facts, a quarter at
+    10. The best curve is a step between 5 and 10 at the bounds, which scipy reaches only after many steps."""
+    fit = fit_logistic([1, 2, 5, 10], [0.0, 0.0, 0.0, 0.25])
+    assert fit.rmse < 1e-3
+    assert fit.predict([5])[0] < 1e-3 and fit.predict([10])[0] == pytest.approx(0.25, abs=1e-3)
+    assert 5 < fit.crossing(0.01) < fit.crossing(0.2) < 10
+
+
 def test_flat_and_contrary_fits():
     always = Fit(a=10.0, b=0.0, rmse=0.0, points=3)  # σ(10) = 0.99995 at every n
     assert largest_size_within([(always, 0.9, True)]) == math.inf

@@ -165,11 +165,15 @@ def test_greedy_equals_generate_on_embedded_model(embedded_model_dir):
     assert_matches_generate(model, tokenizer, engine, jobs, 10)
 
 
-def test_stacked_adapters_equal_peft(tiny, lively_model_dir, tmp_path):
+@pytest.mark.parametrize("masked", [False, True], ids=["by-group", "masked"])  # masked: a GPU's path, on the CPU
+def test_stacked_adapters_equal_peft(tiny, lively_model_dir, tmp_path, masked, monkeypatch):
     """probe.adapters serves several plain LoRA adapters in one batch with peft's numbers: the same logits as
-    peft's mixed batch, and greedy answers equal to plain generate on each PeftModel."""
+    peft's mixed batch, and greedy answers equal to plain generate on each PeftModel — whether each row group runs
+    its own adapter or every adapter runs on every row behind a mask."""
+    from knowpack.probe import adapters as adapters_module
     from knowpack.probe.adapters import StackedAdapters, supports
 
+    monkeypatch.setattr(adapters_module, "MASKED_DEVICES", {"cpu"} if masked else set())
     model, tokenizer = tiny
     folders = {}
     for name, (rank, alpha, rslora) in {"one": (4, 16, False), "two": (2, 3, True)}.items():

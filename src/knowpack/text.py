@@ -38,8 +38,11 @@ _SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1
 
 def normalize(text: str) -> str:
     """The form answers and aliases are compared in: 'The Hague!' -> 'hague', 'U.S.' -> 'us', '1,000' -> '1000'."""
-    folded = unicodedata.normalize("NFKD", text)
-    folded = "".join(ch for ch in folded if not unicodedata.combining(ch)).lower()
+    if text.isascii():  # most text: NFKD leaves it as it is and it has no accents to drop
+        folded = text.lower()
+    else:
+        folded = unicodedata.normalize("NFKD", text)
+        folded = "".join(ch for ch in folded if not unicodedata.combining(ch)).lower()
     folded = _INITIALS.sub(lambda m: re.sub(r"[.\s]", "", m.group(1)) + " ", folded)
     folded = _DIGIT_GROUPS.sub(lambda m: re.sub(r"\D", "", m.group(0)), folded)
     folded = _LEADING_ARTICLE.sub("", folded, count=1)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 LIMITS = ((-50.0, -20.0), (50.0, 20.0))  # (a, b) lower and upper bounds
+MAX_EVALUATIONS = 2000  # of the curve by least squares: no random series of ≤ 8 sizes needed more
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,10 @@ def fit_logistic(sizes, values) -> Fit | None:
     start = np.clip([intercept, slope], np.array(LIMITS[0]) + 1e-6, np.array(LIMITS[1]) - 1e-6)
     with warnings.catch_warnings():  # the covariance, unused here, cannot be estimated for a flat series
         warnings.simplefilter("ignore", OptimizeWarning)
-        (a, b), _ = curve_fit(lambda x, a, b: logistic(a + b * x), logs, values, p0=start, bounds=LIMITS)
+        # a near-step series ends at the bounds only after many steps: scipy's default stop (100 per parameter)
+        # gave up on a real search's 0, 0, 0, 0.25
+        (a, b), _ = curve_fit(lambda x, a, b: logistic(a + b * x), logs, values, p0=start, bounds=LIMITS,
+                              max_nfev=MAX_EVALUATIONS)
     residuals = values - logistic(a + b * logs)
     return Fit(float(a), float(b), float(np.sqrt(np.mean(residuals ** 2))), len(values))
 

@@ -9,6 +9,12 @@ of the rows, in place: one pair of small matmuls per adapter per module, no gath
 numbers are peft's: the same weights, the same scaling (alpha / r, or alpha / √r with rsLoRA), the base output
 plus the LoRA output.
 
+On a GPU, where a step of a small model is bound by kernel launches rather than arithmetic, a module with several
+adapters runs them all at once: ``x @ A_allᵀ`` over every adapter's rank columns, each row's columns of other
+adapters zeroed by a mask, then ``@ B_allᵀ`` — three kernels per module whatever the number of adapters, at n×
+the LoRA arithmetic (small next to the base Linear while n·r stays under ``MASKED_COLUMNS``). On a CPU, bound by
+arithmetic, each row group runs its own adapter.
+
 Only plain LoRA adapters are served here (no DoRA, no bias, no extra trained modules); anything else goes through
 peft (``supports``).
 """
@@ -20,12 +26,35 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-_ROUTE: list[list[tuple[int, int, int]]] = []  # the current forward pass's (start, end, adapter index) row groups
+MASKED_COLUMNS = 512  # adapters × rank up to which a module runs all its adapters in one pass
+MASKED_DEVICES = {"cuda"}  # where that pays: launch-bound devices (a CPU pays for the n× arithmetic)
+
+
+@dataclass
+class Route:
+    """One forward pass's rows: (start, end, adapter index) groups, and per rank the mask that keeps each row's
+    own adapter's columns of ``x @ A_allᵀ`` (made on first use)."""
+
+    groups: list[tuple[int, int, int]]
+    rows: int
+    masks: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def mask(self, adapters: int, rank: int, like: torch.Tensor) -> torch.Tensor:
+        if rank not in self.masks:
+            mask = torch.zeros(self.rows, adapters, rank, dtype=like.dtype)
+            for start, end, adapter in self.groups:
+                mask[start:end, adapter] = 1
+            self.masks[rank] = mask.view(self.rows, 1, adapters * rank).to(like.device)
+        return self.masks[rank]
+
+
+_ROUTE: list[Route] = []  # the current forward pass's route
 
 
 def supports(folder: Path) -> bool:
@@ -78,8 +107,13 @@ class StackedAdapters:
     @contextmanager
     def attached(self) -> Iterator[StackedAdapters]:
         """Each target module adds its adapters' outputs while the block runs; the model is untouched after."""
+        masked = parameter_device(self.model).type in MASKED_DEVICES and len(self.names) > 1
+
         def make(module_name, base_forward):
-            return self._forward_of(base_forward, self.a[module_name], self.b[module_name], self.present[module_name])
+            a, b = self.a[module_name], self.b[module_name]
+            if masked and a.shape[0] * a.shape[1] <= MASKED_COLUMNS:
+                return self._masked_forward_of(base_forward, a, b)
+            return self._forward_of(base_forward, a, b, self.present[module_name])
 
         with patched_forwards(self.model, list(self.a), make):
             yield self
@@ -88,10 +122,25 @@ class StackedAdapters:
     def _forward_of(base_forward, a: torch.Tensor, b: torch.Tensor, present: frozenset[int]):
         def forward(x: torch.Tensor) -> torch.Tensor:
             out = base_forward(x)
-            for start, end, adapter in (_ROUTE[-1] if _ROUTE else ()):
+            for start, end, adapter in (_ROUTE[-1].groups if _ROUTE else ()):
                 if adapter in present:
                     rows = x[start:end]
                     out[start:end] += (rows @ a[adapter].T.to(rows.dtype)) @ b[adapter].T.to(rows.dtype)
+            return out
+
+        return forward
+
+    @staticmethod
+    def _masked_forward_of(base_forward, a: torch.Tensor, b: torch.Tensor):
+        adapters, rank, width = a.shape
+        a_all = a.reshape(adapters * rank, width)  # (adapters · rank, in)
+        b_all = b.permute(1, 0, 2).reshape(b.shape[1], adapters * rank)  # (out, adapters · rank)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            out = base_forward(x)
+            if _ROUTE and _ROUTE[-1].groups:
+                down = (x @ a_all.T.to(x.dtype)) * _ROUTE[-1].mask(adapters, rank, x)
+                out += down @ b_all.T.to(x.dtype)
             return out
 
         return forward
@@ -109,11 +158,15 @@ class StackedAdapters:
                 groups[-1] = (groups[-1][0], row + 1, index)
             else:
                 groups.append((row, row + 1, index))
-        _ROUTE.append(groups)
+        _ROUTE.append(Route(groups, len(adapters)))
         try:
             yield
         finally:
             _ROUTE.pop()
+
+
+def parameter_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 @contextmanager
