@@ -267,3 +267,28 @@ def test_no_progress_silences_every_stage_of_a_sweep(tmp_path, tiny_model_dir, d
     assert main(["sweep", str(path), "--out", str(tmp_path / "quiet"), "--no-progress"]) == 0
     err = capfd.readouterr().err
     assert "%|" not in err and "it/s" not in err, err  # no tqdm bar of loading, training or labelling
+
+
+def test_a_second_command_on_a_folder_in_use_stops_before_touching_it(tmp_path, tiny_model_dir, data, capsys):
+    """Two `knowpack sweep` commands on one folder (a job started twice): the second stops with one line while
+    the first holds the folder, and runs once the first has ended (or was killed: the kernel drops the lock)."""
+    import fcntl
+    import os
+
+    from conftest import error_line
+    from knowpack.runfolder import LOCK_FILE
+
+    spec = sweep_file(tmp_path, tiny_model_dir, data, unknown=[2], mixtures=["none"], epochs=1)
+    out = tmp_path / "sweep"
+    out.mkdir()
+    other = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT)  # the first command's hold, as another process has it
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        assert error_line(capsys, ["sweep", str(spec), "--out", str(out), "--no-progress"]) == (
+            f"knowpack sweep: error: {out}: another knowpack command is writing this folder; wait for it to end "
+            "(it resumes from here if stopped) or choose another --out")
+        assert [p.name for p in out.iterdir()] == [LOCK_FILE], "nothing was written"
+    finally:
+        os.close(other)  # the first command ends
+    assert main(["sweep", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["complete"]

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from knowpack.errors import InputError, KnowpackError, RunConflictError
 
 MANIFEST = "manifest.json"
+LOCK_FILE = ".knowpack.lock"  # held by the command writing a sweep or capacity folder (see ``exclusive``)
 VERSIONED_PACKAGES = ("knowpack", "torch", "transformers", "peft", "datasets", "pyarrow", "lm_eval", "gguf")
 
 
@@ -352,7 +353,7 @@ def made_before_new_options(existing: Mapping[str, Any], config: Any, config_blo
 def holds_work(path: Path) -> bool:
     """Whether a folder holds any file besides a manifest and the temp files a killed process leaves."""
     for child in path.rglob("*"):
-        if child.is_file() and child != path / MANIFEST and not is_temp_leftover(child):
+        if child.is_file() and child not in (path / MANIFEST, path / LOCK_FILE) and not is_temp_leftover(child):
             return True
     return False
 
@@ -368,8 +369,53 @@ def _clear(path: Path) -> None:
     for child in path.iterdir():
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
-        else:
+        elif child.name != LOCK_FILE:  # held by this command: a new file would not be locked
             child.unlink()
+
+
+_HELD: dict[Path, tuple[int, int]] = {}  # folders this process holds: path → (lock file descriptor, depth)
+
+
+@contextmanager
+def exclusive(out: str | os.PathLike) -> Iterator[None]:
+    """Hold the folder ``out`` while the block runs, so that a second command on it (another terminal, a job
+    started twice) stops with one line instead of writing the same runs at the same time. The lock is the
+    kernel's (``flock`` on ``LOCK_FILE``): a killed process drops it, and nothing stale is left to clear by hand.
+    Nested holds in one process (a capacity search's sweep) pass through. Without ``fcntl`` (Windows): no lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    folder = Path(out).resolve()
+    if folder in _HELD:
+        fd, depth = _HELD[folder]
+        _HELD[folder] = (fd, depth + 1)
+    else:
+        if folder.exists() and not folder.is_dir():  # open_run says so, in its own words
+            yield
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise os_error(err, folder) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunConflictError(f"{out}: another knowpack command is writing this folder; wait for it to end "
+                                   "(it resumes from here if stopped) or choose another --out") from None
+        _HELD[folder] = (fd, 1)
+    try:
+        yield
+    finally:
+        fd, depth = _HELD[folder]
+        if depth > 1:
+            _HELD[folder] = (fd, depth - 1)
+        else:
+            del _HELD[folder]
+            os.close(fd)  # closing the descriptor releases the lock
 
 
 # ---------------------------------------------------------------- finished folders, read through their stage's class

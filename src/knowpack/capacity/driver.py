@@ -22,7 +22,7 @@ from knowpack.capacity.stage import CapacityConfig
 from knowpack.errors import InputError
 from knowpack.protocols import STUDY_SEEDS
 from knowpack.evaluate.folder import EVAL_DIR
-from knowpack.runfolder import MANIFEST, is_complete, open_run, read_manifest, write_json, write_parquet
+from knowpack.runfolder import MANIFEST, exclusive, is_complete, open_run, read_manifest, write_json, write_parquet
 from knowpack.sweep.spec import SweepSpec, canonical_mixture, run_id
 
 SWEEP_DIR, DATA_DIR = "sweep", "data"
@@ -49,6 +49,11 @@ def searches_of(config: CapacityConfig) -> list[Search]:
 
 
 def run_capacity(config: CapacityConfig) -> Capacity:
+    with exclusive(config.out):
+        return _run_capacity(config)
+
+
+def _run_capacity(config: CapacityConfig) -> Capacity:
     from knowpack.capacity.results import write_results
 
     inputs = {name: path for name, path in (("labels", config.labels), ("facts", config.facts)) if path}

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from knowpack.errors import InputError, KnowpackError
-from knowpack.runfolder import is_complete, open_run, read_parquet, write_bytes
+from knowpack.runfolder import exclusive, is_complete, open_run, read_parquet, write_bytes
 from knowpack.sweep.folder import INDEX_FILE, SWEEP_FILE, Sweep
 from knowpack.sweep.runs import DONE, FAILED, RunResult, SweepIndex, SweepJob, base_model, run_state
 from knowpack.sweep.spec import RunSpec, SweepSpec, evaluate_key
@@ -27,6 +27,11 @@ def run_sweep(spec: SweepSpec, executor=None, *, overwrite: bool = False) -> Swe
     executor = executor or LocalExecutor()
     runs = spec.runs()
     spec.check()
+    with exclusive(spec.out):
+        return _run_sweep(spec, executor, runs, overwrite)
+
+
+def _run_sweep(spec: SweepSpec, executor, runs: list, overwrite: bool) -> Sweep:
     sweep = open_run(
         spec.out,
         "sweep",
