@@ -74,7 +74,7 @@ class StackedAdapters:
         self.names = list(adapters)
         self.index = {name: i for i, name in enumerate(self.names)}
         parameter = next(model.parameters())
-        self.model = model
+        self.model, self.device = model, parameter.device
         modules = dict(model.named_modules())
         weights: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         for i, name in enumerate(self.names):
@@ -107,7 +107,7 @@ class StackedAdapters:
     @contextmanager
     def attached(self) -> Iterator[StackedAdapters]:
         """Each target module adds its adapters' outputs while the block runs; the model is untouched after."""
-        masked = parameter_device(self.model).type in MASKED_DEVICES and len(self.names) > 1
+        masked = self.device.type in MASKED_DEVICES and len(self.names) > 1
 
         def make(module_name, base_forward):
             a, b = self.a[module_name], self.b[module_name]
@@ -163,10 +163,6 @@ class StackedAdapters:
             yield
         finally:
             _ROUTE.pop()
-
-
-def parameter_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 @contextmanager
