@@ -373,7 +373,7 @@ def _clear(path: Path) -> None:
             child.unlink()
 
 
-_HELD: dict[Path, tuple[int, int]] = {}  # folders this process holds: path → (lock file descriptor, depth)
+_HELD: set[Path] = set()  # folders this process holds
 
 
 @contextmanager
@@ -381,41 +381,33 @@ def exclusive(out: str | os.PathLike) -> Iterator[None]:
     """Hold the folder ``out`` while the block runs, so that a second command on it (another terminal, a job
     started twice) stops with one line instead of writing the same runs at the same time. The lock is the
     kernel's (``flock`` on ``LOCK_FILE``): a killed process drops it, and nothing stale is left to clear by hand.
-    Nested holds in one process (a capacity search's sweep) pass through. Without ``fcntl`` (Windows): no lock."""
+    A hold nested in one that this process has already (a capacity search's sweep) passes through. Without
+    ``fcntl`` (Windows), or where ``out`` is a file (``open_run`` says so, in its own words): no lock."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
+        fcntl = None
+    folder = Path(out).resolve()
+    if fcntl is None or folder in _HELD or (folder.exists() and not folder.is_dir()):
         yield
         return
-    folder = Path(out).resolve()
-    if folder in _HELD:
-        fd, depth = _HELD[folder]
-        _HELD[folder] = (fd, depth + 1)
-    else:
-        if folder.exists() and not folder.is_dir():  # open_run says so, in its own words
-            yield
-            return
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise os_error(err, folder) from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RunConflictError(f"{out}: another knowpack command is writing this folder; wait for it to end "
-                                   "(it resumes from here if stopped) or choose another --out") from None
-        _HELD[folder] = (fd, 1)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise os_error(err, folder) from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunConflictError(f"{out}: another knowpack command is writing this folder; wait for it to end "
+                               "(it resumes from here if stopped) or choose another --out") from None
+    _HELD.add(folder)
     try:
         yield
     finally:
-        fd, depth = _HELD[folder]
-        if depth > 1:
-            _HELD[folder] = (fd, depth - 1)
-        else:
-            del _HELD[folder]
-            os.close(fd)  # closing the descriptor releases the lock
+        _HELD.discard(folder)
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 # ---------------------------------------------------------------- finished folders, read through their stage's class
