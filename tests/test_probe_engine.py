@@ -63,18 +63,24 @@ def assert_matches_generate(model, tokenizer, engine, jobs, max_new_tokens):
             assert len(greedy.tokens) == max_new_tokens
 
 
+# graphs: the GPU's decode steps over fixed shapes (every key slot, the write slot read from the device), on the CPU
+GRAPHS = pytest.mark.parametrize("graphs", [False, True], ids=["steps", "fixed-steps"])
+
+
 @pytest.mark.parametrize("key_alignment", [1, 16])  # 16: the GPU's masked alignment slots, run on the CPU
 @pytest.mark.parametrize("chat", [True, False])
-def test_greedy_equals_generate_on_tiny_model(tiny, chat, key_alignment, monkeypatch):
+@GRAPHS
+def test_greedy_equals_generate_on_tiny_model(tiny, chat, key_alignment, graphs, monkeypatch):
     monkeypatch.setattr(engine_module, "CPU_KEY_ALIGNMENT", key_alignment)
     model, tokenizer = tiny
     jobs = make_jobs(tokenizer, chat)
-    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=8), batch_size=4)
+    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=8), batch_size=4, graphs=graphs)
     assert_matches_generate(model, tokenizer, engine, jobs, 8)
 
 
 @pytest.mark.parametrize("check_every", [1, 3])
-def test_rows_stop_at_the_end_of_their_answer(tiny, monkeypatch, check_every):
+@GRAPHS  # with graphs finished rows are dropped once half of the rows are done
+def test_rows_stop_at_the_end_of_their_answer(tiny, monkeypatch, check_every, graphs):
     model, tokenizer = tiny
     # a stop rule where every token containing "e" counts as end of sequence: rows stop at different steps
     jobs = make_jobs(tokenizer, chat=True, n_prompts=5)
@@ -84,11 +90,12 @@ def test_rows_stop_at_the_end_of_their_answer(tiny, monkeypatch, check_every):
     # declare as end-of-sequence a token that rows reach at different steps (or never)
     stop_token = next(t for t in {t for a in answers for t in a}
                       if len({a.index(t) if t in a else -1 for a in answers}) > 2)
-    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=12, stop_at_newline=False), batch_size=16)
+    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=12, stop_at_newline=False), batch_size=16,
+                          graphs=graphs)
     engine.stop.is_eos[:] = False
     engine.stop.is_eos[stop_token] = True
     engine.check_every = check_every  # drop finished rows every step (CPU) or every few steps (GPU)
-    monkeypatch.setattr(engine_module, "PREFILL_TOKENS", 40)  # several prefill slices per batch
+    engine.prefill_tokens = 40  # several prefill slices per batch
     generations = run(engine, jobs)
     assert len({len(g[0].tokens) for g in generations}) > 2  # finished rows left, the others went on
     for answer, gens in zip(answers, generations):
@@ -108,6 +115,8 @@ def test_sampling_is_seeded_per_prompt_not_per_batch(tiny):
     jobs = make_jobs(tokenizer, chat=True, n_prompts=1)
     decoding = Decoding(max_new_tokens=5, n_samples=3, temperature=1.0)
     big = run(PrefixEngine(model, tokenizer, decoding, batch_size=64), jobs)
+    fixed = run(PrefixEngine(model, tokenizer, decoding, batch_size=64, graphs=True), jobs)
+    assert [[g.tokens for g in gens] for gens in fixed] == [[g.tokens for g in gens] for gens in big]
     small = run(PrefixEngine(model, tokenizer, decoding, batch_size=4), jobs[::-1])[::-1]
     assert [[g.tokens for g in gens] for gens in big] == [[g.tokens for g in gens] for gens in small]
     assert all(len(gens) == 4 for gens in big)
@@ -166,7 +175,8 @@ def test_greedy_equals_generate_on_embedded_model(embedded_model_dir):
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["by-group", "masked"])  # masked: a GPU's path, on the CPU
-def test_stacked_adapters_equal_peft(tiny, lively_model_dir, tmp_path, masked, monkeypatch):
+@GRAPHS
+def test_stacked_adapters_equal_peft(tiny, lively_model_dir, tmp_path, masked, graphs, monkeypatch):
     """probe.adapters serves several plain LoRA adapters in one batch with peft's numbers: the same logits as
     peft's mixed batch, and greedy answers equal to plain generate on each PeftModel — whether each row group runs
     its own adapter or every adapter runs on every row behind a mask."""
@@ -198,8 +208,8 @@ def test_stacked_adapters_equal_peft(tiny, lively_model_dir, tmp_path, masked, m
     base_jobs = make_jobs(tokenizer, chat=True, n_prompts=1)
     jobs = [Job(j.prefix, j.suffix, adapter, j.seed) for adapter in (None, "one", "two") for j in base_jobs]
     with StackedAdapters(model, folders).attached() as stacked:
-        generations = run(PrefixEngine(model, tokenizer, Decoding(max_new_tokens=8), batch_size=64, router=stacked),
-                          jobs)
+        generations = run(PrefixEngine(model, tokenizer, Decoding(max_new_tokens=8), batch_size=64, router=stacked,
+                                       graphs=graphs), jobs)
     for name in ("one", "two"):
         reference_model = PeftModel.from_pretrained(
             AutoModelForCausalLM.from_pretrained(lively_model_dir, dtype=torch.float32), folders[name]).eval()
@@ -247,3 +257,37 @@ def test_stacked_adapters_equal_peft_generate_on_the_embedded_model(embedded_mod
                 answers.setdefault(name, []).append(tokens)
     base_answers = [list(g[0].tokens) for job, g in zip(jobs, generations) if job.adapter is None]
     assert answers["mlp"] != base_answers or answers["attn"] != base_answers, "the adapters change some answer"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_captured_decode_steps_equal_generate_on_a_gpu(lively_model_dir, tmp_path):
+    """On a GPU each decode step is a replayed CUDA graph: greedy answers still equal plain ``generate`` (with
+    rows stopping at different steps, so that graphs are captured again on fewer rows), samples equal the
+    uncaptured steps', and so do answers under stacked adapters."""
+    from knowpack.probe.adapters import StackedAdapters
+
+    tokenizer = AutoTokenizer.from_pretrained(lively_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(lively_model_dir, dtype=torch.float32).eval().to("cuda")
+    jobs = make_jobs(tokenizer, chat=True, n_prompts=3)
+    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=12), batch_size=16)
+    assert engine.graphs
+    assert_matches_generate(model, tokenizer, engine, jobs, 12)
+    decoding = Decoding(max_new_tokens=6, n_samples=3, temperature=1.0)
+    tokens = [[[g.tokens for g in gens] for gens in run(PrefixEngine(model, tokenizer, decoding, batch_size=64,
+                                                                     graphs=graphs), jobs)]
+              for graphs in (True, False)]
+    assert tokens[0] == tokens[1]
+
+    for seed, name in enumerate(("one", "two")):  # two: a GPU runs them at once behind a mask
+        base = AutoModelForCausalLM.from_pretrained(lively_model_dir, dtype=torch.float32)
+        torch.manual_seed(seed)
+        get_peft_model(base, LoraConfig(r=4, lora_alpha=16, init_lora_weights=False,
+                                        target_modules=["gate_proj", "down_proj"])).save_pretrained(tmp_path / name)
+    routed = [Job(j.prefix, j.suffix, adapter, j.seed) for adapter in (None, "one", "two") for j in jobs]
+    answers = []
+    with StackedAdapters(model, {n: tmp_path / n for n in ("one", "two")}).attached() as stacked:
+        for graphs in (True, False):
+            engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=8), batch_size=64, router=stacked,
+                                  graphs=graphs)
+            answers.append([g[0].tokens for g in run(engine, routed)])
+    assert answers[0] == answers[1]

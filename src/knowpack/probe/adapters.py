@@ -47,10 +47,10 @@ class Route:
 
     def mask(self, adapters: int, rank: int, like: torch.Tensor) -> torch.Tensor:
         if rank not in self.masks:
-            mask = torch.zeros(self.rows, adapters, rank, dtype=like.dtype)
-            for start, end, adapter in self.groups:
+            mask = torch.zeros(self.rows, adapters, rank, dtype=like.dtype, device=like.device)  # no host copy:
+            for start, end, adapter in self.groups:  # a captured decode step builds it too
                 mask[start:end, adapter] = 1
-            self.masks[rank] = mask.view(self.rows, 1, adapters * rank).to(like.device)
+            self.masks[rank] = mask.view(self.rows, 1, adapters * rank)
         return self.masks[rank]
 
 

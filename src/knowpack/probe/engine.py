@@ -15,7 +15,9 @@ full prompt for every question. This engine:
   the answer began) and drops finished rows from the batch;
 * runs the greedy answer and N samples of a prompt from one suffix pass (rows are forked after it);
 * mixes several LoRA adapters of one base model in one batch, each with its own prefix: plain LoRA adapters through
-  ``probe.adapters.StackedAdapters`` (the base model's speed), others through peft's ``adapter_names``.
+  ``probe.adapters.StackedAdapters`` (the base model's speed), others through peft's ``adapter_names``;
+* on a GPU, replays each decode step as a CUDA graph (``_CapturedStep``): a small model's step is bound by the host
+  launching its ~20 kernels a layer one by one, and a graph launches them all at once.
 
 Sampling is seeded per (prompt, sample): each sampled token comes from one counter-based uniform number, so an
 answer does not depend on batch size or on what else is in the batch (resumed runs draw the same answers).
@@ -41,11 +43,16 @@ from knowpack.probe.stops import StopRule
 
 ATTENTION_NAME = "knowpack_shared_prefix"
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in adapter_names
-PREFILL_TOKENS = 8192  # suffix tokens per prefill slice: big enough for efficient matmuls, small enough to cut padding
+# Suffix tokens per prefill slice, for a model as wide as PREFILL_WIDTH: big enough for efficient matmuls, small
+# enough to cut padding. A slice's activations scale with tokens × width, so a narrower model takes proportionally
+# more tokens a slice (else its prefill is a string of small passes that wait on the host).
+PREFILL_TOKENS = 8192
+PREFILL_WIDTH = 4096
 # On a GPU key lengths are rounded up to this many slots (the extra slots are masked): a matmul over e.g. 141 keys
 # falls back to slow unaligned kernels, over 144 it does not. A CPU gains nothing from it.
 GPU_KEY_ALIGNMENT = 16
 CPU_KEY_ALIGNMENT = 1
+GRAPH_DEVICES = {"cuda"}  # where decode steps are captured as graphs: devices whose steps wait on the host
 
 
 # ---------------------------------------------------------------- shared-prefix attention
@@ -55,7 +62,9 @@ class _BatchState:
     """Per-batch attention state: the shared prefixes' keys/values and each row's own keys/values.
 
     Row storage is left-padded: row r's tokens sit in slots ``pad[r]:``; new tokens are written at the common
-    slot ``length`` for all rows. Rows are sorted by prefix group, ``groups`` lists (start, end, group index).
+    slot ``length`` for all rows, read from a device counter (``slot``) so that a captured step replays at the
+    right place. Rows are sorted by prefix group, ``groups`` lists (start, end, group index). With ``fixed``
+    shapes a pass sees every slot (those not yet written are masked), so every decode step has the same shapes.
     """
 
     def __init__(self, pad: torch.Tensor, capacity: int, prefix_len: int,
@@ -69,9 +78,12 @@ class _BatchState:
         self.prefix_kv = prefix_kv or {}
         self.groups = groups
         self.length = 0
+        self.slot = torch.zeros(1, dtype=torch.long, device=pad.device)
+        self.fixed = False
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
         self.blocked: torch.Tensor | None = None
+        self.query_slots: torch.Tensor | None = None
         self.query_len = 0
         self.max_position = 0
 
@@ -79,17 +91,19 @@ class _BatchState:
         """Prepare the mask for a forward pass that adds ``query_len`` tokens to every row."""
         if self.length + query_len > self.capacity:
             raise RuntimeError("batch state capacity exceeded")
-        total = self.length + query_len
-        key_slot = torch.arange(min(self.slots, self._aligned(total)), device=self.pad.device)
-        query_slot = torch.arange(self.length, total, device=self.pad.device)
-        causal = key_slot[None, :] <= query_slot[:, None]  # also hides the alignment slots past ``total``
+        visible = self.slots if self.fixed else min(self.slots, self._aligned(self.length + query_len))
+        key_slot = torch.arange(visible, device=self.pad.device)
+        query_slot = self.slot + torch.arange(query_len, device=self.pad.device)
+        causal = key_slot[None, :] <= query_slot[:, None]  # also hides the slots not yet written
         own = (key_slot[None, None, :] >= self.pad[:, None, None]) | (key_slot[None, :] == query_slot[:, None])[None]
         self.blocked = ~(own & causal[None])[:, None, None]  # (rows, 1, 1, query, key)
+        self.query_slots = query_slot
         self.query_len = query_len
         self.max_position = max_position
 
     def end(self) -> None:
         self.length += self.query_len
+        self.slot += self.query_len
 
     def _aligned(self, length: int) -> int:
         return -(-length // self.alignment) * self.alignment
@@ -103,9 +117,8 @@ class _BatchState:
         if layer not in self.keys:
             rows, heads, _, dim = key.shape
             self._allocate(layer, rows, heads, dim, value.shape[-1], key.dtype, key.device)
-        end = self.length + self.query_len
-        self.keys[layer][:, :, self.length:end] = key
-        self.values[layer][:, :, self.length:end] = value
+        self.keys[layer].index_copy_(2, self.query_slots, key)
+        self.values[layer].index_copy_(2, self.query_slots, value)
         visible = self.blocked.shape[-1]
         return self.keys[layer][:, :, :visible], self.values[layer][:, :, :visible]
 
@@ -119,6 +132,7 @@ class _BatchState:
             self.keys[layer][start:end, :, width - filled:width] = keys[:, :, :filled]
             self.values[layer][start:end, :, width - filled:width] = part.values[layer][:, :, :filled]
         self.length = width
+        self.slot.fill_(width)
 
     def select(self, index: torch.Tensor, groups: list[tuple[int, int, int]]) -> None:
         """Keep (or repeat) the rows in ``index``; rows must stay sorted by prefix group."""
@@ -219,6 +233,51 @@ def sample_uniforms(seeds: Sequence[int], samples: Sequence[int], steps: int) ->
     return bits.astype(np.float64) / float(1 << 53)
 
 
+# ---------------------------------------------------------------- CUDA graphs
+
+
+class _CapturedStep:
+    """One decode step of a batch's current rows, captured as a CUDA graph and replayed for each next token.
+
+    The graph replays fixed tensors: the step's inputs are copied into ``ids`` / ``positions``, the batch state
+    has fixed shapes and advances its own write slot on the device, and the logits land in one tensor that the
+    next replay overwrites. Captured after an uncaptured run of the same step, which leaves the kernels warm.
+    Off a GPU nothing is captured and each call runs the step (the same steps, for tests on a CPU).
+    """
+
+    def __init__(self, forward, state: _BatchState, ids: torch.Tensor, positions: torch.Tensor):
+        self.state, self.forward = state, forward
+        self.graph = None
+        if not ids.is_cuda:
+            return
+        self.ids, self.positions = ids.clone(), positions.clone()
+        self.graph = torch.cuda.CUDAGraph()
+        length = state.length
+        # Captured on a side stream as ``torch.cuda.graph`` does, without its emptying of the allocator's cache
+        # (which every later batch would pay for in fresh allocations).
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.graph.capture_begin()
+            try:
+                self.logits = forward(self.ids, self.positions)
+            finally:
+                self.graph.capture_end()
+        torch.cuda.current_stream().wait_stream(stream)
+        state.length = length  # capturing ran no step: the Python bookkeeping of ``end`` is undone
+
+    def __call__(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if self.graph is None:
+            return self.forward(ids, positions)
+        if self.state.length + ids.shape[1] > self.state.capacity:
+            raise RuntimeError("batch state capacity exceeded")
+        self.ids.copy_(ids)
+        self.positions.copy_(positions)
+        self.graph.replay()
+        self.state.length += ids.shape[1]
+        return self.logits
+
+
 # ---------------------------------------------------------------- engine
 
 
@@ -227,9 +286,12 @@ class PrefixEngine:
 
     ``model`` may be a peft model holding several adapters; a job's ``adapter`` names one of them (None = the
     base model). ``batch_size`` counts generated sequences (a prompt with N samples takes 1 + N rows).
+    ``graphs``: decode with fixed shapes, each step a replayed CUDA graph (default: on a GPU, unless adapters go
+    through peft, whose mixed batches are built on the host); on a CPU the same steps run uncaptured.
     """
 
-    def __init__(self, model, tokenizer, decoding: Decoding, batch_size: int = 64, router=None):
+    def __init__(self, model, tokenizer, decoding: Decoding, batch_size: int = 64, router=None,
+                 graphs: bool | None = None):
         decoding.validate()
         self.router = router  # StackedAdapters serving the jobs' adapters (else peft's adapter_names)
         self.model = model
@@ -241,6 +303,10 @@ class PrefixEngine:
         self.uses_adapters = router is not None or hasattr(model, "peft_config")
         # reading "who finished" waits for the device; on a GPU look every few steps (finished rows idle meanwhile)
         self.check_every = 1 if self.device.type == "cpu" else 4
+        width = model.get_input_embeddings().weight.shape[1]
+        self.prefill_tokens = PREFILL_TOKENS * max(1, PREFILL_WIDTH // width)
+        through_peft = hasattr(model, "peft_config") and router is None
+        self.graphs = (self.device.type in GRAPH_DEVICES and not through_peft) if graphs is None else graphs
         self._prefix_cache: dict[tuple[tuple[int, ...], str | None], dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         self._cached_prefix: tuple[int, ...] | None = None
 
@@ -306,6 +372,8 @@ class PrefixEngine:
         active = torch.arange(n_rows, device=device)  # original row of each live row
         active_list = list(range(n_rows))
         seen_visible = torch.zeros(n_rows, dtype=torch.bool, device=device)
+        state.fixed = self.graphs
+        captured: _CapturedStep | None = None  # the step of the current rows, once captured
         for step in range(decoding.max_new_tokens):
             next_tokens = self._choose(logits[:, -1], is_sample[active], uniforms[active, step])
             tokens[active, step] = next_tokens
@@ -319,16 +387,26 @@ class PrefixEngine:
                 alive = (stop_at[active] < 0).tolist()
                 if not any(alive):
                     break
-                if not all(alive):
+                # A captured step is replayed on its rows: drop finished rows (and capture again) once half are
+                # done, not at every finish; until then a finished row costs the GPU its arithmetic, not the host.
+                if not all(alive) and (captured is None or sum(alive) * 2 <= len(alive)):
                     keep = [i for i, a in enumerate(alive) if a]
                     keep_t = torch.tensor(keep, device=device)
                     active_list = [active_list[i] for i in keep]
                     active = active[keep_t]
                     next_tokens = next_tokens[keep_t]
                     state.select(keep_t, _slices([group_of[row_job[r]] for r in active_list]))
+                    captured = None
             positions = (prefix_len + lengths[active] + step)[:, None]
-            logits = self._forward(state, next_tokens[:, None], positions,
-                                   [jobs[row_job[r]].adapter for r in active_list], max_position)
+            if captured is not None:
+                logits = captured(next_tokens[:, None], positions)
+                continue
+            adapters = [jobs[row_job[r]].adapter for r in active_list]
+            logits = self._forward(state, next_tokens[:, None], positions, adapters, max_position)
+            if self.graphs:  # that step, run once, warmed the kernels up
+                captured = _CapturedStep(
+                    lambda ids, pos: self._forward(state, ids, pos, adapters, max_position), state,
+                    next_tokens[:, None], positions)
 
         tokens_cpu = tokens.cpu().tolist()
         stops = stop_at.cpu().tolist()
@@ -352,7 +430,7 @@ class PrefixEngine:
         while start < len(jobs):
             end = start + 1
             while (end < len(jobs) and group_of[end] == group_of[start]
-                   and (end + 1 - start) * len(jobs[end].suffix) <= PREFILL_TOKENS):
+                   and (end + 1 - start) * len(jobs[end].suffix) <= self.prefill_tokens):
                 end += 1
             part_jobs = jobs[start:end]
             part_width = max(len(job.suffix) for job in part_jobs)
