@@ -268,10 +268,10 @@ def test_exemplars_that_give_a_question_away_are_refused_or_dropped(loaded, tmp_
         label_loaded(loaded, small_config(tmp_path, questions=same_text, n_samples=0), [LabelTarget(tmp_path / "c")])
 
 
-def test_a_fresh_run_renders_each_prompt_once(loaded, tmp_path, monkeypatch):
-    """Rendering through the chat template is host work the generation waits for: a fresh run renders each of
-    its 4 questions × 2 prompts once, plus the two probes per prompt set that find the shared prefix (before, every
-    prompt was rendered a second time to hash it)."""
+def test_a_fresh_run_renders_each_prompt_set_not_each_prompt(loaded, tmp_path, monkeypatch):
+    """Rendering through the chat template is host work the generation waits for: a fresh run renders each prompt
+    set a fixed number of times (its frame around a sentinel, the frame's probes, the two prompts that find the
+    shared prefix) whatever the number of questions, and never renders a prompt a second time to hash it."""
     from knowpack.probe import prompts as prompts_module
 
     renders = [0]
@@ -284,4 +284,4 @@ def test_a_fresh_run_renders_each_prompt_once(loaded, tmp_path, monkeypatch):
     monkeypatch.setattr(prompts_module, "render_prompt", counting)
     config = small_config(tmp_path)
     label_loaded(loaded, config, [LabelTarget(config.out)])
-    assert renders[0] == len(QUESTIONS) * 2 + 2 * 2
+    assert renders[0] == 2 * (1 + len(prompts_module.FRAME_PROBES) + 2)

@@ -52,6 +52,30 @@ def test_plain_prompt_is_question_answer_lines(tokenizer):
                     f"Question: {pool[1].question}\nAnswer: {pool[1].answer}\n\nQuestion: Who wrote Hamlet?\nAnswer:")
 
 
+TRIMMING_TEMPLATE = (  # rewrites what it is given: strips it, and turns newlines into spaces
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] | trim | replace('\\n', ' ') }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+AWKWARD = ["Who wrote Hamlet?", " Who wrote Hamlet? ", "Line one\nline two?", 'Is "A & B" <b>bold</b>?',
+           "{{ oops }} {% raw %}?", "Zürich – 東京?", "Tab\there?", ""]
+
+
+@pytest.mark.parametrize("template", ["model", "trimming", "plain"])
+def test_prompt_texts_equal_rendering_each_prompt(tokenizer, template):
+    """Prompts are put together from each exemplar set's rendered frame; the texts equal rendering each prompt
+    through the template, for awkward questions, and for a template that rewrites what it is given."""
+    chat = template != "plain"
+    if template == "trimming":
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+        tokenizer.chat_template = TRIMMING_TEMPLATE
+    prompts = PromptSet(tokenizer, PromptSettings(n_prompts=2, chat=chat), AWKWARD)
+    for prompt_id in range(2):
+        _, texts = prompts.texts(prompt_id, range(len(AWKWARD)))
+        exemplars = prompts.pool_exemplars(prompt_id)
+        assert texts == [render_prompt(tokenizer, exemplars, q, chat) for q in AWKWARD]
+    assert (prompts._frames[("pool", 0)] is None) == (template == "trimming")
+
+
 @pytest.mark.parametrize("chat", [True, False])
 def test_prefix_plus_suffix_is_the_whole_tokenisation(tokenizer, chat):
     prompts = PromptSet(tokenizer, PromptSettings(n_prompts=3, chat=chat), QUESTIONS)

@@ -162,6 +162,7 @@ class PromptSet:
                 self._members.setdefault(relation, []).append(row)
         self._draws: dict[tuple[str, int], list[int]] = {}
         self._prefixes: dict[tuple, tuple[int, ...]] = {}
+        self._frames: dict[tuple, tuple[str, str] | None] = {}
 
     def pool_exemplars(self, prompt_id: int) -> tuple[Exemplar, ...]:
         k = self.settings.shots
@@ -207,13 +208,32 @@ class PromptSet:
             self._prefixes[key] = prefix
         return prefix
 
+    def _frame(self, key: tuple) -> tuple[str, str] | None:
+        """The text before and after the question in these exemplars' prompt, if the template puts a question in
+        verbatim (checked on ``FRAME_PROBES``); None if it rewrites it."""
+        if key not in self._frames:
+            exemplars = self.exemplars(key)
+            head, _, tail = render_prompt(self.tokenizer, exemplars, FRAME_SENTINEL, self.settings.chat
+                                          ).partition(FRAME_SENTINEL)
+            verbatim = all(render_prompt(self.tokenizer, exemplars, probe, self.settings.chat) == head + probe + tail
+                           for probe in FRAME_PROBES)
+            self._frames[key] = (head, tail) if verbatim else None
+        return self._frames[key]
+
     def texts(self, prompt_id: int, rows: Sequence[int]) -> tuple[list[tuple], list[str]]:
-        """Exemplar keys and full prompt texts of ``rows`` under prompt set ``prompt_id``."""
+        """Exemplar keys and full prompt texts of ``rows`` under prompt set ``prompt_id``.
+
+        Rendering a chat template costs ~0.4 ms a prompt, host time that a GPU waits for at 100k prompts a
+        labelling; so each exemplar set's prompt is rendered once around a sentinel, and a question goes in
+        between the two parts where the template takes it verbatim (stripped questions; others are rendered)."""
         keys = [self.exemplar_key(prompt_id, row) for row in rows]
-        texts = [
-            render_prompt(self.tokenizer, self.exemplars(key), self.questions[row], self.settings.chat)
-            for key, row in zip(keys, rows)
-        ]
+        texts = []
+        for key, row in zip(keys, rows):
+            question, frame = self.questions[row], self._frame(key)
+            if frame is not None and question == question.strip():
+                texts.append(frame[0] + question + frame[1])
+            else:
+                texts.append(render_prompt(self.tokenizer, self.exemplars(key), question, self.settings.chat))
         return keys, texts
 
     def shas(self, prompt_id: int, rows: Sequence[int]) -> list[str]:
@@ -229,6 +249,12 @@ class PromptSet:
             split = min(_common_length(common, ids), len(ids) - 1)
             encoded.append(EncodedPrompt(row, prompt_sha(text), tuple(ids[:split]), tuple(ids[split:])))
         return encoded
+
+
+FRAME_SENTINEL = "\u2063knowpack-question\u2063"
+# questions a template must take in verbatim for the sentinel's frame to stand in for rendering: quotes, markup,
+# template syntax, newlines, non-Latin text
+FRAME_PROBES = ("0", 'Who wrote "War & Peace" <i>1869</i>?', "{{ x }} {% if %} \\n", "a\nb\tc", "Zürich – 東京?")
 
 
 def prompt_sha(text: str) -> str:
