@@ -3,12 +3,14 @@ and labels.parquet (``stage.py`` holds the config and entry points)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
 import math
 import sys
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,8 +309,7 @@ def _generate(loaded: LoadedModel, config: LabelConfig, prompts: PromptSet, ques
     """Generate every missing answer into the stores; return the expected prompt hashes (rows × prompts).
 
     A run that resumes first hashes every prompt to find what is done; a fresh one (empty stores, as every relabel
-    after training) skips that pass and hashes each prompt as it is encoded, so each prompt is rendered through
-    the chat template once (0.4 ms a prompt on 2 cores: host time a GPU waits for)."""
+    after training) skips that pass and hashes each prompt as it is encoded."""
     n_rows = len(questions.ids)
     expected = np.empty((n_rows, config.n_prompts), dtype=object)
     done = [item.store.done_keys() for item in pending]
@@ -327,38 +328,48 @@ def _generate(loaded: LoadedModel, config: LabelConfig, prompts: PromptSet, ques
     order = list(range(n_rows))
     if questions.relations is not None:  # same-relation prompts: keep a relation's shared prefixes together
         order.sort(key=lambda r: questions.relations[r])
+    chunks = [(prompt_id, order[start:start + ENCODE_ROWS])
+              for prompt_id in range(config.n_prompts) for start in range(0, n_rows, ENCODE_ROWS)]
+
+    def prepare(prompt_id: int, chunk: list[int]) -> tuple[list[Job], list[tuple[int, str, str]]]:
+        """The jobs of a chunk's missing answers, and whose each one is (target, question id, prompt hash)."""
+        missing = chunk if fresh else [
+            row for row in chunk
+            if any(item_key(questions.ids[row], prompt_id, expected[row, prompt_id]) not in d for d in done)
+        ]
+        jobs, owners = [], []
+        for encoded in encoder.encode(prompt_id, missing) if missing else ():
+            expected[encoded.row, prompt_id] = encoded.prompt_sha
+            qid = questions.ids[encoded.row]
+            key = item_key(qid, prompt_id, encoded.prompt_sha)
+            seed = _job_seed(config.sample_seed, qid, prompt_id)
+            for target, item in enumerate(pending):
+                if key not in done[target]:
+                    jobs.append(Job(encoded.prefix, encoded.suffix, item.adapter_name, seed))
+                    owners.append((target, qid, encoded.prompt_sha))
+        return jobs, owners
+
+    # The next chunk is rendered and tokenised on a thread while the model answers this one (the tokenizer
+    # releases the interpreter, the GPU waits less); that thread has its own copy of the tokenizer.
+    encoder = copy.copy(prompts)
+    encoder.tokenizer = copy.deepcopy(prompts.tokenizer)
     tokenizer = loaded.tokenizer
     bar = tqdm(total=todo, unit="prompt", desc="label", disable=not config.progress, dynamic_ncols=True)
     try:
-        with adapter_engine(loaded, config, decoding, pending) as engine:
-            for prompt_id in range(config.n_prompts):
-                for start in range(0, n_rows, ENCODE_ROWS):
-                    chunk = order[start:start + ENCODE_ROWS]
-                    missing = chunk if fresh else [
-                        row for row in chunk
-                        if any(item_key(questions.ids[row], prompt_id, expected[row, prompt_id]) not in d for d in done)
-                    ]
-                    if not missing:
-                        continue
-                    jobs, owners = [], []
-                    for encoded in prompts.encode(prompt_id, missing):
-                        expected[encoded.row, prompt_id] = encoded.prompt_sha
-                        qid = questions.ids[encoded.row]
-                        key = item_key(qid, prompt_id, encoded.prompt_sha)
-                        seed = _job_seed(config.sample_seed, qid, prompt_id)
-                        for target, item in enumerate(pending):
-                            if key not in done[target]:
-                                jobs.append(Job(encoded.prefix, encoded.suffix, item.adapter_name, seed))
-                                owners.append((target, qid, encoded.prompt_sha))
-                    for indices, generations in engine.generate(jobs):
-                        for index, gens in zip(indices, generations):
-                            target, qid, sha = owners[index]
-                            texts = tokenizer.batch_decode([g.tokens for g in gens], skip_special_tokens=True)
-                            pending[target].store.add(
-                                qid, prompt_id, sha,
-                                [(text, len(g.tokens), g.stopped) for text, g in zip(texts, gens)],
-                            )
-                        bar.update(len(indices))
+        with adapter_engine(loaded, config, decoding, pending) as engine, ThreadPoolExecutor(1) as ahead:
+            upcoming = ahead.submit(prepare, *chunks[0])
+            for index, (prompt_id, _) in enumerate(chunks):
+                jobs, owners = upcoming.result()
+                if index + 1 < len(chunks):
+                    upcoming = ahead.submit(prepare, *chunks[index + 1])
+                for indices, generations in engine.generate(jobs):
+                    texts = iter(tokenizer.batch_decode([g.tokens for gens in generations for g in gens],
+                                                        skip_special_tokens=True))  # one call a batch
+                    for job_index, gens in zip(indices, generations):
+                        target, qid, sha = owners[job_index]
+                        pending[target].store.add(
+                            qid, prompt_id, sha, [(next(texts), len(g.tokens), g.stopped) for g in gens])
+                    bar.update(len(indices))
     finally:
         bar.close()
         for item in pending:
