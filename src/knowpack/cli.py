@@ -114,8 +114,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, config: type[Config], 
         if kind is bool:
             if nullable or field.default is None:
                 kwargs["action"] = argparse.BooleanOptionalAction
-            elif field.default:
+            elif field.default:  # on unless turned off: the help says what the flag does
                 flag = "--no-" + flag_of(field).removeprefix("--")
+                kwargs["help"] = "do not " + kwargs["help"]
                 group.add_argument(flag, action="store_false", **kwargs)
                 continue
             else:

@@ -54,8 +54,7 @@ class ParaphraseConfig(Config):
     max_new_tokens: int = option(48, help="tokens per paraphrase at most", minimum=1)
     prompt: str = option(DEFAULT_PROMPT, help="rephrase prompt with {question}")
     seed: int = option(0, help="seeds the sampling (with each question's row)")
-    keep_existing: bool = option(True, help="keep the template paraphrases and add to them (--no-keep-existing: "
-                                 "replace them)")
+    keep_existing: bool = option(True, help="keep the template paraphrases next to the new ones")
     device: str | None = device_option()
     trust_remote_code: bool = trust_remote_code_option()
     overwrite: bool = overwrite_option()
