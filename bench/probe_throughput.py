@@ -154,9 +154,9 @@ def run_baseline(model, tokenizer, jobs, batch_size, decoding, attn, device) -> 
         config._attn_implementation = previous
 
 
-def run_engine(model, tokenizer, jobs, batch_size, decoding, device) -> tuple[float, list[str]]:
+def run_engine(model, tokenizer, jobs, batch_size, decoding, device, graphs=None) -> tuple[float, list[str]]:
     """The engine on the same prompts; its one-time set-up (stop-token tables) is left out of the timing."""
-    engine = PrefixEngine(model, tokenizer, decoding, batch_size=batch_size)
+    engine = PrefixEngine(model, tokenizer, decoding, batch_size=batch_size, graphs=graphs)
     texts: list[str] = [""] * len(jobs)
     sync(device)
     start = time.perf_counter()
@@ -198,8 +198,8 @@ def random_adapters(model, count: int, rank: int, folder: Path) -> dict[str, Pat
     return adapters
 
 
-def run_adapters(model, tokenizer, jobs, adapters: dict[str, Path], batch_size, decoding, device, masked: bool
-                 ) -> float:
+def run_adapters(model, tokenizer, jobs, adapters: dict[str, Path], batch_size, decoding, device, masked: bool,
+                 graphs=None) -> float:
     """Every job under every adapter in one pass (plain LoRA stacked by ``probe.adapters``), as evaluate's probe."""
     from knowpack.probe import adapters as adapters_module
 
@@ -207,7 +207,7 @@ def run_adapters(model, tokenizer, jobs, adapters: dict[str, Path], batch_size, 
     adapters_module.MASKED_DEVICES = {device} if masked else set()
     try:
         with adapters_module.StackedAdapters(model, adapters).attached() as stacked:
-            engine = PrefixEngine(model, tokenizer, decoding, batch_size=batch_size, router=stacked)
+            engine = PrefixEngine(model, tokenizer, decoding, batch_size=batch_size, router=stacked, graphs=graphs)
             routed = [Job(j.prefix, j.suffix, name) for name in adapters for j in jobs]
             sync(device)
             start = time.perf_counter()
@@ -248,6 +248,8 @@ def main() -> None:
     parser.add_argument("--adapters", type=int, default=0, help="also time the prompts under N random LoRA adapters "
                         "in one pass (each adapter answers every prompt) against the base model")
     parser.add_argument("--adapter-rank", type=int, default=16)
+    parser.add_argument("--graphs", choices=["default", "both"], default="default",
+                        help="both: time the engine with decode steps captured as CUDA graphs and without")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -313,16 +315,18 @@ def main() -> None:
                      "prompts": len(subset), "seconds": statistics.median(times),
                      "prompts_per_s": len(subset) / statistics.median(times), "agree": None})
     baseline_answers = {id(j): first_line(t) for j, t in zip(subset, reference or [])}
-    for batch in engine_batches:
+    graph_modes = {"default": [None], "both": [False, True]}[args.graphs]
+    label = {None: "", False: ", no graphs", True: ", CUDA graphs"}
+    for batch, graphs in [(b, g) for b in engine_batches for g in graph_modes]:
         times = []
         for _ in range(args.repeat):
-            seconds, texts = run_engine(model, tokenizer, jobs, batch, decoding, device)
+            seconds, texts = run_engine(model, tokenizer, jobs, batch, decoding, device, graphs)
             times.append(seconds)
         # with forced lengths generate suppresses end-of-sequence (min_new_tokens) and the engine does not, so
         # the texts differ after the answer by design; compare only answers that end naturally
         same = [] if forced else [first_line(t) == baseline_answers[id(j)] for j, t in zip(jobs, texts)
                                   if id(j) in baseline_answers]
-        rows.append({"approach": "knowpack: shared-prefix engine", "batch": batch, "prompts": len(jobs),
+        rows.append({"approach": f"knowpack: shared-prefix engine{label[graphs]}", "batch": batch, "prompts": len(jobs),
                      "seconds": statistics.median(times), "prompts_per_s": len(jobs) / statistics.median(times),
                      "agree": sum(same) / len(same) if same else None})
     if args.adapters:
@@ -330,14 +334,15 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as folder:
             adapters = random_adapters(model, args.adapters, args.adapter_rank, Path(folder))
-            for masked in (False, True):
-                run_adapters(model, tokenizer, jobs[:64], adapters, engine_batches[-1], decoding, device, masked)
+            for masked, graphs in [(m, g) for m in (False, True) for g in graph_modes]:
+                run_adapters(model, tokenizer, jobs[:64], adapters, engine_batches[-1], decoding, device, masked,
+                             graphs)
                 seconds = statistics.median(
-                    run_adapters(model, tokenizer, jobs, adapters, engine_batches[-1], decoding, device, masked)
-                    for _ in range(args.repeat))
+                    run_adapters(model, tokenizer, jobs, adapters, engine_batches[-1], decoding, device, masked,
+                                 graphs) for _ in range(args.repeat))
                 prompts = len(jobs) * args.adapters
                 rows.append({"approach": f"knowpack: {args.adapters} adapters of rank {args.adapter_rank}, "
-                             f"{'masked' if masked else 'by row group'}", "batch": engine_batches[-1],
+                             f"{'masked' if masked else 'by row group'}{label[graphs]}", "batch": engine_batches[-1],
                              "prompts": prompts, "seconds": seconds, "prompts_per_s": prompts / seconds,
                              "agree": None})
     study = rows[0]["prompts_per_s"] if rows else None
