@@ -421,26 +421,27 @@ class PrefixEngine:
 
     def _prefill(self, state: _BatchState, jobs: Sequence[Job], group_of: list[int], width: int,
                  max_position: int) -> torch.Tensor:
-        """Run the suffixes in slices of similar length (little padding), each row at its true positions after
-        the prefix; the slices' keys/values land right-aligned in ``state``. Returns last-token logits."""
+        """Run the suffixes in slices of about ``prefill_tokens`` tokens (padding counted), each row at its true
+        positions after the prefix; the slices' keys/values land right-aligned in ``state``. A slice may hold rows
+        of several adapters (each row reads its own prefix): fewer passes, for a little more padding where one
+        adapter's longest rows meet the next one's shortest. Returns last-token logits."""
         device = self.device
         prefix_len = len(jobs[0].prefix)
         logits = []
         start = 0
         while start < len(jobs):
-            end = start + 1
-            while (end < len(jobs) and group_of[end] == group_of[start]
-                   and (end + 1 - start) * len(jobs[end].suffix) <= self.prefill_tokens):
-                end += 1
+            end, part_width = start + 1, len(jobs[start].suffix)
+            while end < len(jobs):
+                wider = max(part_width, len(jobs[end].suffix))
+                if (end + 1 - start) * wider > self.prefill_tokens:
+                    break
+                end, part_width = end + 1, wider
             part_jobs = jobs[start:end]
-            part_width = max(len(job.suffix) for job in part_jobs)
-            ids = torch.zeros(len(part_jobs), part_width, dtype=torch.long)
-            for r, job in enumerate(part_jobs):
-                ids[r, part_width - len(job.suffix):] = torch.tensor(job.suffix)
+            ids = torch.tensor([[0] * (part_width - len(job.suffix)) + list(job.suffix) for job in part_jobs])
             pad = torch.tensor([part_width - len(job.suffix) for job in part_jobs], device=device)
             slots = torch.arange(part_width, device=device)
             positions = (prefix_len + slots[None, :] - pad[:, None]).clamp(min=prefix_len)
-            part = _BatchState(pad, part_width, prefix_len, state.prefix_kv, [(0, len(part_jobs), group_of[start])])
+            part = _BatchState(pad, part_width, prefix_len, state.prefix_kv, _slices(group_of[start:end]))
             logits.append(self._forward(part, ids.to(device), positions, [job.adapter for job in part_jobs],
                                         max_position))
             state.adopt(part, start, end, width)
