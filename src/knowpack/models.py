@@ -13,6 +13,7 @@ spec (and refusing a bad one) costs no second of imports.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -210,12 +211,20 @@ def _converted_gguf(gguf: Path, digest: str) -> Path:
         return folder
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import modeling_gguf_pytorch_utils as gguf_loading
+    from transformers.utils import logging as transformers_logging
 
+    # transformers' GGUF reader draws its bar with tqdm directly, past its own switch (``--no-progress``)
+    bar = gguf_loading.tqdm
+    if not transformers_logging.is_progress_bar_enabled():
+        gguf_loading.tqdm = functools.partial(bar, disable=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except (ValueError, KeyError, RuntimeError) as err:
         raise InputError(f"{gguf}: cannot load this GGUF ({_first_line(err)})") from err
+    finally:
+        gguf_loading.tqdm = bar
     # transformers refuses to save a GGUF-quantised model until the quantizer traces are gone; the weights
     # are already de-quantised float32 tensors.
     model.hf_quantizer = None
