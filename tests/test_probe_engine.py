@@ -103,6 +103,23 @@ def test_rows_stop_at_the_end_of_their_answer(tiny, monkeypatch, check_every, gr
         assert gens[0].tokens == answer[:cut] and gens[0].stopped == (stop_token in answer)
 
 
+def test_a_step_that_cannot_be_captured_decodes_without_graphs(tiny, monkeypatch, capsys):
+    """A model whose forward asks the host for a value cannot be captured: the engine says so in one line and
+    decodes the same answers step by step."""
+    model, tokenizer = tiny
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore")
+
+    jobs = make_jobs(tokenizer, chat=True, n_prompts=1)
+    expected = run(PrefixEngine(model, tokenizer, Decoding(max_new_tokens=6), batch_size=8, graphs=False), jobs)
+    monkeypatch.setattr(engine_module, "_CapturedStep", refuse)
+    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=6), batch_size=8, graphs=True)
+    assert run(engine, jobs) == expected
+    assert not engine.graphs
+    assert capsys.readouterr().err.count("decoding without CUDA graphs") == 1
+
+
 def test_forced_length_never_stops_early(tiny):
     model, tokenizer = tiny
     engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=6, min_new_tokens=6), batch_size=8)

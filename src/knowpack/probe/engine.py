@@ -28,6 +28,7 @@ model's dtype, softmax in float32.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -257,14 +258,16 @@ class _CapturedStep:
         # (which every later batch would pay for in fresh allocations).
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            self.graph.capture_begin()
-            try:
-                self.logits = forward(self.ids, self.positions)
-            finally:
-                self.graph.capture_end()
-        torch.cuda.current_stream().wait_stream(stream)
-        state.length = length  # capturing ran no step: the Python bookkeeping of ``end`` is undone
+        try:
+            with torch.cuda.stream(stream):
+                self.graph.capture_begin()
+                try:
+                    self.logits = forward(self.ids, self.positions)
+                finally:
+                    self.graph.capture_end()
+        finally:
+            torch.cuda.current_stream().wait_stream(stream)
+            state.length = length  # capturing ran no step: the Python bookkeeping of ``end`` is undone
 
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         if self.graph is None:
@@ -404,9 +407,14 @@ class PrefixEngine:
             adapters = [jobs[row_job[r]].adapter for r in active_list]
             logits = self._forward(state, next_tokens[:, None], positions, adapters, max_position)
             if self.graphs:  # that step, run once, warmed the kernels up
-                captured = _CapturedStep(
-                    lambda ids, pos: self._forward(state, ids, pos, adapters, max_position), state,
-                    next_tokens[:, None], positions)
+                try:
+                    captured = _CapturedStep(
+                        lambda ids, pos: self._forward(state, ids, pos, adapters, max_position), state,
+                        next_tokens[:, None], positions)
+                except RuntimeError as err:  # a forward that asks the host something (dynamic rotary scaling, …)
+                    self.graphs = False
+                    print(f"knowpack: decoding without CUDA graphs, this model's step cannot be captured "
+                          f"({str(err).strip().splitlines()[0][:200]})", file=sys.stderr, flush=True)
 
         tokens_cpu = tokens.cpu().tolist()
         stops = stop_at.cpu().tolist()
