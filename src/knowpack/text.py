@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 _INITIALS = re.compile(r"(?<![\w.])((?:[^\W\d_]\.\s?)+[^\W\d_])\b\.?")
 _DIGIT_GROUPS = re.compile(r"(?<![\d.,])\d{1,3}(?:[, \u00a0\u202f]\d{3})+(?![\d]|[.,]\d)")
@@ -98,13 +98,20 @@ def contains_words(text_key: str, phrase_key: str) -> bool:
 
 
 def match_lenient(answer: str, aliases: Iterable[str]) -> bool:
-    norm = normalize(answer)
-    return any(contains_words(norm, alias) for alias in normalized_aliases(aliases))
+    return lenient_key_match(normalize(answer), normalized_aliases(aliases))
 
 
 def match_strict(answer: str, aliases: Iterable[str]) -> bool:
-    norm = normalize(answer)
-    return bool(norm) and norm in normalized_aliases(aliases)
+    return strict_key_match(normalize(answer), normalized_aliases(aliases))
+
+
+def lenient_key_match(answer_key: str, alias_keys: Sequence[str]) -> bool:
+    """``match_lenient`` on normalised text (a labelling normalises each question's aliases once, not per answer)."""
+    return any(contains_words(answer_key, alias) for alias in alias_keys)
+
+
+def strict_key_match(answer_key: str, alias_keys: Sequence[str]) -> bool:
+    return bool(answer_key) and answer_key in alias_keys
 
 
 _ANSWER_PREFIX = re.compile(r"^\s*(answer|a)\s*:\s*", re.IGNORECASE)

@@ -29,7 +29,7 @@ from knowpack.probe.prompts import FORMAT_VERSION, PromptSet, PromptSettings, po
 from knowpack.probe.stage import LabelConfig, LabelTarget, Questions, exemplars_to_drop, read_probe_questions
 from knowpack.probe.store import ResponseStore, item_key
 from knowpack.runfolder import MANIFEST, atomic_path, open_run, read_manifest, sha256_file, write_parquet
-from knowpack.text import extract_answer, match_lenient, match_strict
+from knowpack.text import extract_answer, lenient_key_match, normalize, normalized_aliases, strict_key_match
 from knowpack.train.folder import WEIGHT_FILES
 from knowpack.train.methods import names_target
 from knowpack.train.methods.full import check_weights, is_full_weights, swapped_in
@@ -432,6 +432,7 @@ def _write_outputs(item: _Pending, tokenizer, questions: Questions, expected: np
     greedy = {mode: np.zeros((n_rows, n_prompts), dtype=bool) for mode in ("lenient", "strict")}
     sampled = {mode: np.zeros(n_rows, dtype=np.int64) for mode in ("lenient", "strict")}
     counts = np.zeros((n_rows, n_prompts), dtype=np.int64)
+    alias_keys: dict[int, list[str]] = {}  # each question's normalised aliases, made once for all its answers
     run = item.run
     with atomic_path(run.file(RESPONSES_FILE)) as tmp:
         with _FixedRowGroupWriter(tmp, RESPONSES_SCHEMA, RESPONSES_ROW_GROUP) as writer:
@@ -448,8 +449,11 @@ def _write_outputs(item: _Pending, tokenizer, questions: Questions, expected: np
                     owner[row, pid] = chunk_index
                     counts[row, pid] += 1
                     answer = extract_answer(text)
-                    lenient = match_lenient(answer, questions.aliases[row])
-                    strict = match_strict(answer, questions.aliases[row])
+                    if row not in alias_keys:
+                        alias_keys[row] = normalized_aliases(questions.aliases[row])
+                    answer_key = normalize(answer)
+                    lenient = lenient_key_match(answer_key, alias_keys[row])
+                    strict = strict_key_match(answer_key, alias_keys[row])
                     if sample == 0:
                         greedy["lenient"][row, pid] = lenient
                         greedy["strict"][row, pid] = strict
