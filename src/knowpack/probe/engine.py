@@ -90,8 +90,7 @@ class _BatchState:
 
     def begin(self, query_len: int, max_position: int) -> None:
         """Prepare the mask for a forward pass that adds ``query_len`` tokens to every row."""
-        if self.length + query_len > self.capacity:
-            raise RuntimeError("batch state capacity exceeded")
+        self.check_room(query_len)
         visible = self.slots if self.fixed else min(self.slots, self._aligned(self.length + query_len))
         key_slot = torch.arange(visible, device=self.pad.device)
         query_slot = self.slot + torch.arange(query_len, device=self.pad.device)
@@ -105,6 +104,10 @@ class _BatchState:
     def end(self) -> None:
         self.length += self.query_len
         self.slot += self.query_len
+
+    def check_room(self, query_len: int) -> None:
+        if self.length + query_len > self.capacity:
+            raise RuntimeError("batch state capacity exceeded")
 
     def _aligned(self, length: int) -> int:
         return -(-length // self.alignment) * self.alignment
@@ -272,8 +275,7 @@ class _CapturedStep:
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         if self.graph is None:
             return self.forward(ids, positions)
-        if self.state.length + ids.shape[1] > self.state.capacity:
-            raise RuntimeError("batch state capacity exceeded")
+        self.state.check_room(ids.shape[1])
         self.ids.copy_(ids)
         self.positions.copy_(positions)
         self.graph.replay()
