@@ -191,16 +191,30 @@ def test_greedy_equals_generate_on_embedded_model(embedded_model_dir):
     assert_matches_generate(model, tokenizer, engine, jobs, 10)
 
 
-@pytest.mark.parametrize("masked", [False, True], ids=["by-group", "masked"])  # masked: a GPU's path, on the CPU
+# a GPU's paths, on the CPU: every adapter behind a row mask; and the prefixes' attention in grouped matmuls
+GPU_PATHS = pytest.mark.parametrize("masked, grouped", [(False, False), (True, False), (True, True)],
+                                    ids=["by-group", "masked", "masked-grouped"])
+
+
+def use_grouped_matmuls(monkeypatch) -> None:
+    monkeypatch.setattr(engine_module, "_grouped_matmuls", lambda like: True)
+    monkeypatch.setattr(engine_module, "GROUPED_MM_DTYPES", {torch.float32, torch.bfloat16})
+    monkeypatch.setattr(engine_module, "CPU_KEY_ALIGNMENT", engine_module.GPU_KEY_ALIGNMENT)
+
+
+@GPU_PATHS
 @GRAPHS
-def test_stacked_adapters_equal_peft(tiny, lively_model_dir, tmp_path, masked, graphs, monkeypatch):
+def test_stacked_adapters_equal_peft(tiny, lively_model_dir, tmp_path, masked, grouped, graphs, monkeypatch):
     """probe.adapters serves several plain LoRA adapters in one batch with peft's numbers: the same logits as
     peft's mixed batch, and greedy answers equal to plain generate on each PeftModel — whether each row group runs
-    its own adapter or every adapter runs on every row behind a mask."""
+    its own adapter or every adapter runs on every row behind a mask, and whether each adapter's prefix is read
+    by its own matmuls or by one grouped matmul."""
     from knowpack.probe import adapters as adapters_module
     from knowpack.probe.adapters import StackedAdapters, supports
 
     monkeypatch.setattr(adapters_module, "MASKED_DEVICES", {"cpu"} if masked else set())
+    if grouped:
+        use_grouped_matmuls(monkeypatch)
     model, tokenizer = tiny
     folders = {}
     for name, (rank, alpha, rslora) in {"one": (4, 16, False), "two": (2, 3, True)}.items():
@@ -235,6 +249,36 @@ def test_stacked_adapters_equal_peft(tiny, lively_model_dir, tmp_path, masked, g
                 tokens = gens[0].tokens
                 job = Job(job.prefix, job.suffix, "default", job.seed)
                 assert list(tokens) == reference(reference_model, tokenizer, job, 8)[: len(tokens)]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU"))])
+def test_grouped_prefix_matmuls_equal_one_matmul_per_group(device, monkeypatch):
+    """Rows of three prefix groups, the middle one without rows (its rows all finished): one grouped matmul
+    gives each row its own prefix's product, as a matmul per group does."""
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    generator = torch.Generator().manual_seed(0)
+    heads, rows, per_row, k, n = 3, 7, 4, 16, 32
+    x = torch.randn(heads, rows * per_row, k, generator=generator).to(device, dtype)
+    matrices = torch.randn(heads, 3, n, k, generator=generator).to(device, dtype).transpose(-1, -2)
+    keys = torch.zeros(heads, 3, n, k, device=device, dtype=dtype)
+    groups = [(0, 4, 0), (4, 7, 2)]
+
+    def state():
+        return engine_module._BatchState(torch.zeros(rows, dtype=torch.long, device=device), 8, n, {0: (keys, keys)},
+                                         groups)
+
+    monkeypatch.setattr(engine_module, "_grouped_matmuls", lambda like: False)
+    looped = engine_module._matmul_by_group(x, matrices, state(), per_row)
+    use_grouped_matmuls(monkeypatch)
+    grouped_state = state()
+    grouped_state.begin(1, 1)
+    assert grouped_state.group_ends.tolist() == [4, 4, 7]
+    grouped = engine_module._matmul_by_group(x, matrices, grouped_state, per_row)
+    expected = torch.cat([x[:, :4 * per_row] @ matrices[:, 0], x[:, 4 * per_row:] @ matrices[:, 2]], dim=1)
+    tolerance = dict(atol=0.05, rtol=0.02) if dtype == torch.bfloat16 else dict(atol=1e-5, rtol=1e-5)
+    assert torch.allclose(looped.float(), expected.float(), **tolerance)
+    assert torch.allclose(grouped.float(), expected.float(), **tolerance)
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ import torch
 from safetensors.torch import load_file
 
 MASKED_COLUMNS = 512  # adapters × rank up to which a module runs all its adapters in one pass
+MASKED_ALIGNMENT = 16  # the masked path's columns are padded to a multiple of this
 MASKED_DEVICES = {"cuda"}  # where that pays: launch-bound devices (a CPU pays for the n× arithmetic)
 
 
@@ -45,12 +46,13 @@ class Route:
     rows: int
     masks: dict[int, torch.Tensor] = field(default_factory=dict)
 
-    def mask(self, adapters: int, rank: int, like: torch.Tensor) -> torch.Tensor:
+    def mask(self, rank: int, columns: int, like: torch.Tensor) -> torch.Tensor:
+        """(rows, 1, columns): 1 on the row's adapter's ``rank`` columns, 0 elsewhere (and on padding columns)."""
         if rank not in self.masks:
-            mask = torch.zeros(self.rows, adapters, rank, dtype=like.dtype, device=like.device)  # no host copy:
+            mask = torch.zeros(self.rows, columns, dtype=like.dtype, device=like.device)  # no host copy:
             for start, end, adapter in self.groups:  # a captured decode step builds it too
-                mask[start:end, adapter] = 1
-            self.masks[rank] = mask.view(self.rows, 1, adapters * rank)
+                mask[start:end, adapter * rank:(adapter + 1) * rank] = 1
+            self.masks[rank] = mask.view(self.rows, 1, columns)
         return self.masks[rank]
 
 
@@ -133,14 +135,19 @@ class StackedAdapters:
     @staticmethod
     def _masked_forward_of(base_forward, a: torch.Tensor, b: torch.Tensor):
         adapters, rank, width = a.shape
-        a_all = a.reshape(adapters * rank, width)  # (adapters · rank, in)
-        b_all = b.permute(1, 0, 2).reshape(b.shape[1], adapters * rank)  # (out, adapters · rank)
+        # (adapters · rank, in) and (out, adapters · rank), zero-padded to aligned columns: a matmul over, say,
+        # 11 columns (11 adapters of rank 1) falls back to slow unaligned kernels
+        columns = -(-adapters * rank // MASKED_ALIGNMENT) * MASKED_ALIGNMENT
+        a_all = a.new_zeros(columns, width)
+        a_all[: adapters * rank] = a.reshape(adapters * rank, width)
+        b_all = b.new_zeros(b.shape[1], columns)
+        b_all[:, : adapters * rank] = b.permute(1, 0, 2).reshape(b.shape[1], adapters * rank)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             out = base_forward(x)
             if _ROUTE and _ROUTE[-1].groups:
-                down = (x @ a_all.T.to(x.dtype)) * _ROUTE[-1].mask(adapters, rank, x)
-                out += down @ b_all.T.to(x.dtype)
+                down = (x @ a_all.T.to(x.dtype)) * _ROUTE[-1].mask(rank, columns, x)
+                out.view(-1, out.shape[-1]).addmm_(down.view(-1, down.shape[-1]), b_all.T.to(x.dtype))  # add fused
             return out
 
         return forward

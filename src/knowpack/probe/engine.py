@@ -15,7 +15,9 @@ full prompt for every question. This engine:
   the answer began) and drops finished rows from the batch;
 * runs the greedy answer and N samples of a prompt from one suffix pass (rows are forked after it);
 * mixes several LoRA adapters of one base model in one batch, each with its own prefix: plain LoRA adapters through
-  ``probe.adapters.StackedAdapters`` (the base model's speed), others through peft's ``adapter_names``;
+  ``probe.adapters.StackedAdapters`` (the base model's speed), others through peft's ``adapter_names``; on a GPU
+  every row reads its own adapter's prefix through one grouped matmul a layer (``torch._grouped_mm``), not a loop
+  over the adapters;
 * on a GPU, replays each decode step as a CUDA graph (``_CapturedStep``): a small model's step is bound by the host
   launching its ~20 kernels a layer one by one, and a graph launches them all at once.
 
@@ -54,6 +56,8 @@ PREFILL_WIDTH = 4096
 GPU_KEY_ALIGNMENT = 16
 CPU_KEY_ALIGNMENT = 1
 GRAPH_DEVICES = {"cuda"}  # where decode steps are captured as graphs: devices whose steps wait on the host
+GROUPED_MM_CAPABILITY = (9, 0)  # torch._grouped_mm's kernels: Hopper and later
+GROUPED_MM_DTYPES = {torch.bfloat16}
 
 
 # ---------------------------------------------------------------- shared-prefix attention
@@ -77,7 +81,8 @@ class _BatchState:
         self.slots = self._aligned(capacity)
         self.prefix_len = prefix_len
         self.prefix_kv = prefix_kv or {}
-        self.groups = groups
+        self.prefixes = next(iter(self.prefix_kv.values()))[0].shape[1] if self.prefix_kv else 0
+        self._set_groups(groups)
         self.length = 0
         self.slot = torch.zeros(1, dtype=torch.long, device=pad.device)
         self.fixed = False
@@ -87,6 +92,7 @@ class _BatchState:
         self.query_slots: torch.Tensor | None = None
         self.query_len = 0
         self.max_position = 0
+        self._segment_ends: dict[tuple[int, int], torch.Tensor] = {}
 
     def begin(self, query_len: int, max_position: int) -> None:
         """Prepare the mask for a forward pass that adds ``query_len`` tokens to every row."""
@@ -100,6 +106,7 @@ class _BatchState:
         self.query_slots = query_slot
         self.query_len = query_len
         self.max_position = max_position
+        self._segment_ends = {}
 
     def end(self) -> None:
         self.length += self.query_len
@@ -144,7 +151,26 @@ class _BatchState:
         for store in (self.keys, self.values):
             for layer in store:
                 store[layer] = store[layer][index]
+        self._set_groups(groups)
+
+    def _set_groups(self, groups: list[tuple[int, int, int]]) -> None:
+        """The rows' prefix groups, and on a device with grouped matmuls each prefix's last row + 1 (a prefix
+        without rows ends where the one before it ends), made here: a captured step cannot copy from the host."""
         self.groups = groups
+        self.group_ends = None
+        if self.prefixes > 1 and _grouped_matmuls(self.pad):
+            ends = [0] * self.prefixes
+            for _, end, group in groups:
+                ends[group] = end
+            self.group_ends = torch.tensor(np.maximum.accumulate(ends), dtype=torch.int32, device=self.pad.device)
+
+    def segment_ends(self, per_row: int, heads: int) -> torch.Tensor:
+        """``torch._grouped_mm``'s offsets for rows laid out (head, row, per_row): one segment per (head, prefix)."""
+        key = (per_row, heads)
+        if key not in self._segment_ends:  # once a pass, not once a layer
+            starts = torch.arange(heads, dtype=torch.int32, device=self.pad.device)[:, None] * (len(self.pad) * per_row)
+            self._segment_ends[key] = (starts + self.group_ends[None, :] * per_row).flatten()
+        return self._segment_ends[key]
 
 
 _ACTIVE: list[_BatchState] = []
@@ -178,25 +204,48 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=
     if prefix is None:
         out = torch.matmul(_softmax(scores), values)
     else:
-        prefix_keys, prefix_values = prefix  # (groups, kv_heads, prefix slots, dim): prefix_len keys, then zeros
+        prefix_keys, prefix_values_t = prefix  # (kv_heads, prefixes, slots, dim), (kv_heads, prefixes, dim, slots)
         prefix_slots = prefix_keys.shape[2]
-        prefix_scores = torch.empty(rows, kv_heads, group * q_len, prefix_slots, device=q.device, dtype=q.dtype)
-        for start, end, g in state.groups:
-            block = q[start:end].transpose(0, 1).reshape(kv_heads, -1, dim)
-            s = torch.matmul(block, prefix_keys[g].transpose(-1, -2)) * scale
-            prefix_scores[start:end] = s.view(kv_heads, end - start, group * q_len, -1).transpose(0, 1)
+        per_row = group * q_len
+        by_head = q.transpose(0, 1).reshape(kv_heads, rows * per_row, dim)
+        prefix_scores = _matmul_by_group(by_head, prefix_keys.transpose(-1, -2), state, per_row) * scale
+        prefix_scores = prefix_scores.view(kv_heads, rows, per_row, prefix_slots).transpose(0, 1)
         if softcap is not None:
             prefix_scores = torch.tanh(prefix_scores / softcap) * softcap
-        prefix_scores[..., state.prefix_len:] = -math.inf
+        prefix_scores[..., state.prefix_len:] = -math.inf  # slots past the prefix hold zeros
         probs = _softmax(torch.cat([prefix_scores, scores], dim=-1))
         out = torch.matmul(probs[..., prefix_slots:], values).float()  # the two parts summed before rounding
-        prefix_probs = probs[..., :prefix_slots]
-        for start, end, g in state.groups:
-            block = prefix_probs[start:end].transpose(0, 1).reshape(kv_heads, -1, prefix_slots)
-            part = torch.matmul(block, prefix_values[g]).view(kv_heads, end - start, group * q_len, -1)
-            out[start:end] += part.transpose(0, 1)
+        prefix_probs = probs[..., :prefix_slots].transpose(0, 1).reshape(kv_heads, rows * per_row, prefix_slots)
+        part = _matmul_by_group(prefix_probs, prefix_values_t.transpose(-1, -2), state, per_row)
+        out += part.view(kv_heads, rows, per_row, -1).transpose(0, 1)
     out = out.view(rows, kv_heads, group, q_len, -1).reshape(rows, q_heads, q_len, -1)
     return out.transpose(1, 2).to(query.dtype).contiguous(), None
+
+
+def _grouped_matmuls(like: torch.Tensor) -> bool:
+    """Whether ``torch._grouped_mm`` (one kernel for many row groups, each times its own matrix) serves tensors
+    like ``like``: on a GPU of compute capability 9 or more. Elsewhere each group runs its own matmul."""
+    return (like.is_cuda and hasattr(torch, "_grouped_mm")
+            and torch.cuda.get_device_capability(like.device) >= GROUPED_MM_CAPABILITY)
+
+
+def _matmul_by_group(x: torch.Tensor, matrices: torch.Tensor, state: _BatchState, per_row: int) -> torch.Tensor:
+    """Each row group's part of ``x`` (heads, rows · per_row, k) times its own prefix's matrix of ``matrices``
+    (heads, prefixes, k, n). With several prefixes on a GPU this is one grouped matmul (its kernels need rows of
+    16-byte multiples: the GPU's aligned key slots): a loop over the groups launches a few kernels per group in
+    every layer, which is what made many adapters in one pass slow."""
+    heads, prefixes = matrices.shape[:2]
+    if prefixes == 1:
+        return torch.matmul(x, matrices[:, 0])
+    if (state.group_ends is not None and x.dtype in GROUPED_MM_DTYPES
+            and all(size * x.element_size() % 16 == 0 for size in (x.shape[-1], matrices.shape[-1]))):
+        out = torch._grouped_mm(x.reshape(-1, x.shape[-1]), matrices.flatten(0, 1),
+                                offs=state.segment_ends(per_row, heads))
+        return out.view(heads, x.shape[1], -1)
+    out = x.new_empty(heads, x.shape[1], matrices.shape[-1])
+    for start, end, g in state.groups:
+        out[:, start * per_row:end * per_row] = torch.matmul(x[:, start * per_row:end * per_row], matrices[:, g])
+    return out
 
 
 def _softmax(scores: torch.Tensor) -> torch.Tensor:
@@ -500,10 +549,13 @@ class PrefixEngine:
         if not prefix:
             return None
         layers = self._prefix_cache[(prefix, adapters[0])].keys()
+        # keys (kv_heads, prefixes, slots, dim); values transposed, (kv_heads, prefixes, dim, slots), so that both
+        # enter a grouped matmul in the column-major layout its kernels take
         return {
             layer: (
-                torch.stack([self._prefix_cache[(prefix, a)][layer][0] for a in adapters]),
-                torch.stack([self._prefix_cache[(prefix, a)][layer][1] for a in adapters]),
+                torch.stack([self._prefix_cache[(prefix, a)][layer][0] for a in adapters], dim=1),
+                torch.stack([self._prefix_cache[(prefix, a)][layer][1] for a in adapters], dim=1)
+                .transpose(-1, -2).contiguous(),
             )
             for layer in layers
         }
