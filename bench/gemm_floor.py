@@ -1,0 +1,102 @@
+"""How fast the probe engine could be on the Llama-3.1-8B shape if nothing but its matmuls ran, against what it makes.
+
+The engine's decode step on the 8B shape is bound by arithmetic, not by launches (CUDA graphs change nothing
+there), so the question for a faster engine is how far it is from its own matmuls. This times cuBLAS on the exact
+shapes of one decode step (2,048 rows through 32 layers and the output layer) and one prefill slice, turns them
+into a prompts/s floor for the bench's prompts (suffix tokens + 16 forced new tokens each), and runs the engine on
+the same prompts in the same process; ``--profile`` adds the top kernels of one engine batch.
+
+    PYTHONPATH=src:bench python bench/gemm_floor.py --tokenizer TOKENIZER_DIR [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer
+
+import knowpack.probe.prompts as prompts_module
+import probe_throughput as bench
+from knowpack.probe.backends import Decoding
+from knowpack.probe.engine import PREFILL_TOKENS
+
+SHAPES = {  # (out, in) of each Linear of one Llama-3.1-8B layer; fused: q/k/v and gate/up as one matmul each
+    "separate": dict(q=(4096, 4096), k=(1024, 4096), v=(1024, 4096), o=(4096, 4096), gate=(14336, 4096),
+                     up=(14336, 4096), down=(4096, 14336)),
+    "fused": dict(qkv=(6144, 4096), o=(4096, 4096), gate_up=(28672, 4096), down=(4096, 14336)),
+}
+LAYERS, VOCAB, WIDTH = 32, 128256, 4096
+
+
+def seconds(fn, repeats: int = 30) -> float:
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / repeats / 1000
+
+
+def linear_seconds(rows: int, out_features: int, in_features: int) -> float:
+    x = torch.randn(rows, in_features, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(out_features, in_features, device="cuda", dtype=torch.bfloat16) * 0.01
+    return seconds(lambda: F.linear(x, w))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokenizer", required=True, help="tokenizer folder (the bench's prompts)")
+    parser.add_argument("--batch", type=int, default=2048, help="engine batch (rows of a decode step)")
+    parser.add_argument("--questions", type=int, default=2048)
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+
+    square = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    print(f"# {torch.cuda.get_device_name()}; bf16 8192³ matmul {2 * 8192 ** 3 / seconds(lambda: square @ square) / 1e12:.0f} "
+          "TFLOP/s")
+    del square
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    prompts_module.SYSTEM_PROMPT = bench.LLAMA31_SYSTEM_PREAMBLE + prompts_module.SYSTEM_PROMPT
+    jobs = bench.build_jobs(tokenizer, args.questions, 10, True)
+    suffix = statistics.mean(len(j.suffix) for j in jobs)
+    print(f"prompts: {statistics.mean(len(j.prefix) for j in jobs):.0f} shared prefix tokens, "
+          f"{suffix:.1f} suffix tokens on average")
+
+    print("\n| matmuls of | rows | layers (ms) | TFLOP/s | output layer (ms) |\n|---|---|---|---|---|")
+    floor = {}
+    for rows, what in ((args.batch, "a decode step"), (PREFILL_TOKENS, "a prefill slice")):
+        for name, shapes in SHAPES.items():
+            layer = sum(linear_seconds(rows, n, k) for n, k in shapes.values())
+            flops = 2 * rows * sum(n * k for n, k in shapes.values())
+            head = linear_seconds(rows, VOCAB, WIDTH)
+            floor[(what, name)] = LAYERS * layer
+            print(f"| {what}, {name} | {rows} | {LAYERS * layer * 1e3:.1f} | {flops / layer / 1e12:.0f} | "
+                  f"{head * 1e3:.2f} |")
+    decode = (args.new_tokens - 1) * (floor[("a decode step", "separate")] + linear_seconds(args.batch, VOCAB, WIDTH))
+    prefill = args.batch * suffix / PREFILL_TOKENS * floor[("a prefill slice", "separate")]
+    prefill += linear_seconds(args.batch, VOCAB, WIDTH)  # the first new token's logits
+    floor_rate = args.batch / (decode + prefill)
+
+    model = bench.synthetic_model("llama8b", "cuda")
+    decoding = Decoding(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+    bench.run_engine(model, tokenizer, jobs[:64], args.batch, decoding, "cuda")
+    timed = jobs[: args.batch * 4]
+    took, _ = bench.run_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
+    print(f"\n| per batch of {args.batch} prompts × {args.new_tokens} tokens | seconds | prompts/s |\n|---|---|---|")
+    print(f"| matmuls only (prefill {prefill:.2f} s + decode {decode:.2f} s) | {prefill + decode:.2f} | {floor_rate:,.0f} |")
+    print(f"| the engine ({len(timed)} prompts) | {args.batch * took / len(timed):.2f} | {len(timed) / took:,.0f} "
+          f"({len(timed) / took / floor_rate:.0%} of the floor) |")
+    if args.profile:
+        bench.profile_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
+
+
+if __name__ == "__main__":
+    main()
