@@ -4,23 +4,29 @@ The engine's decode step on the 8B shape is bound by arithmetic, not by launches
 there), so the question for a faster engine is how far it is from its own matmuls. This times cuBLAS on the exact
 shapes of one decode step (2,048 rows through 32 layers and the output layer) and one prefill slice, turns them
 into a prompts/s floor for the bench's prompts (suffix tokens + 16 forced new tokens each), and runs the engine on
-the same prompts in the same process; ``--profile`` adds the top kernels of one engine batch.
+the same prompts in the same process; ``--profile`` adds the top kernels of one engine batch, and ``--leave-out``
+times the engine with one part of every layer left out (its answers are wrong; only the time it saves counts), which
+places the time that is not matmuls without hardware counters.
 
-    PYTHONPATH=src:bench python bench/gemm_floor.py --tokenizer TOKENIZER_DIR [--profile]
+    PYTHONPATH=src:bench python bench/gemm_floor.py --tokenizer TOKENIZER_DIR [--profile] [--leave-out]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+from contextlib import ExitStack
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer
+from transformers import AttentionInterface, AutoTokenizer
+from transformers.models.llama import modeling_llama
 
 import knowpack.probe.prompts as prompts_module
 import probe_throughput as bench
 from knowpack.probe.backends import Decoding
+from knowpack.probe import engine as engine_module
 from knowpack.probe.engine import PREFILL_TOKENS
 
 SHAPES = {  # (out, in) of each Linear of one Llama-3.1-8B layer; fused: q/k/v and gate/up as one matmul each
@@ -50,6 +56,27 @@ def linear_seconds(rows: int, out_features: int, in_features: int) -> float:
     return seconds(lambda: F.linear(x, w))
 
 
+def _no_attention(module, query, key, value, *args, **kwargs):
+    return query.transpose(1, 2).contiguous(), None
+
+
+def _mlp_without_activation(self, x):
+    self.gate_proj(x)  # the matmul stays, its activation and product go
+    return self.down_proj(self.up_proj(x))
+
+
+LEAVE_OUT = {  # part of every layer → the patches that skip it
+    "attention (scores, softmax, weighted sums, key writes)": lambda stack: stack.enter_context(
+        mock.patch.dict(AttentionInterface._global_mapping, {engine_module.ATTENTION_NAME: _no_attention})),
+    "RMS norms": lambda stack: stack.enter_context(
+        mock.patch.object(modeling_llama.LlamaRMSNorm, "forward", lambda self, x: x)),
+    "rotary embeddings": lambda stack: stack.enter_context(
+        mock.patch.object(modeling_llama, "apply_rotary_pos_emb", lambda q, k, *args, **kwargs: (q, k))),
+    "MLP activation and product": lambda stack: stack.enter_context(
+        mock.patch.object(modeling_llama.LlamaMLP, "forward", _mlp_without_activation)),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", required=True, help="tokenizer folder (the bench's prompts)")
@@ -57,6 +84,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=2048)
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--leave-out", action="store_true", help="also time the engine without each part of a layer")
     args = parser.parse_args()
 
     square = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
@@ -94,6 +122,15 @@ def main() -> None:
     print(f"| matmuls only (prefill {prefill:.2f} s + decode {decode:.2f} s) | {prefill + decode:.2f} | {floor_rate:,.0f} |")
     print(f"| the engine ({len(timed)} prompts) | {args.batch * took / len(timed):.2f} | {len(timed) / took:,.0f} "
           f"({len(timed) / took / floor_rate:.0%} of the floor) |")
+    if args.leave_out:
+        print("\n| the engine without (answers wrong, time only) | seconds per batch | saves |\n|---|---|---|")
+        for part, leave_out in LEAVE_OUT.items():
+            with ExitStack() as stack:
+                leave_out(stack)
+                bench.run_engine(model, tokenizer, jobs[:64], args.batch, decoding, "cuda")
+                without, _ = bench.run_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
+            print(f"| {part} | {args.batch * without / len(timed):.2f} | "
+                  f"{args.batch * (took - without) / len(timed):.2f} s ({1 - without / took:.0%}) |")
     if args.profile:
         bench.profile_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
 
