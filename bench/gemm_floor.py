@@ -4,10 +4,9 @@ The engine's decode step on the 8B shape is bound by arithmetic, not by launches
 there), so the question for a faster engine is how far it is from its own matmuls. This times cuBLAS on the exact
 shapes of one decode step (2,048 rows through 32 layers and the output layer) and one prefill slice, turns them
 into a prompts/s floor for the bench's prompts (suffix tokens + 16 forced new tokens each), and runs the engine on
-the same prompts in the same process, with eager kernels and with fused ones (``probe.fused``); ``--profile`` adds
-the top kernels of one engine batch, and ``--leave-out`` times the eager engine with one part of every layer left
-out (its answers are wrong; only the time it saves counts), which places the time that is not matmuls without
-hardware counters.
+the same prompts in the same process; ``--profile`` adds the top kernels of one engine batch, and ``--leave-out``
+times the engine with one part of every layer left out (its answers are wrong; only the time it saves counts), which
+places the time that is not matmuls without hardware counters.
 
     PYTHONPATH=src:bench python bench/gemm_floor.py --tokenizer TOKENIZER_DIR [--profile] [--leave-out]
 """
@@ -118,24 +117,20 @@ def main() -> None:
     decoding = Decoding(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
     bench.run_engine(model, tokenizer, jobs[:64], args.batch, decoding, "cuda")
     timed = jobs[: args.batch * 4]
+    took, _ = bench.run_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
     print(f"\n| per batch of {args.batch} prompts × {args.new_tokens} tokens | seconds | prompts/s |\n|---|---|---|")
     print(f"| matmuls only (prefill {prefill:.2f} s + decode {decode:.2f} s) | {prefill + decode:.2f} | {floor_rate:,.0f} |")
-    took = {}
-    for fused in (False, True):
-        bench.run_engine(model, tokenizer, timed[: args.batch], args.batch, decoding, "cuda", fused=fused)  # compiles
-        took[fused], _ = bench.run_engine(model, tokenizer, timed, args.batch, decoding, "cuda", fused=fused)
-        rate = len(timed) / took[fused]
-        print(f"| the engine, {'fused' if fused else 'eager'} kernels ({len(timed)} prompts) | "
-              f"{args.batch / rate:.2f} | {rate:,.0f} ({rate / floor_rate:.0%} of the floor) |")
-    if args.leave_out:  # from the eager kernels, whose functions the patches replace
+    print(f"| the engine ({len(timed)} prompts) | {args.batch * took / len(timed):.2f} | {len(timed) / took:,.0f} "
+          f"({len(timed) / took / floor_rate:.0%} of the floor) |")
+    if args.leave_out:
         print("\n| the engine without (answers wrong, time only) | seconds per batch | saves |\n|---|---|---|")
         for part, leave_out in LEAVE_OUT.items():
             with ExitStack() as stack:
                 leave_out(stack)
-                bench.run_engine(model, tokenizer, jobs[:64], args.batch, decoding, "cuda", fused=False)
-                without, _ = bench.run_engine(model, tokenizer, timed, args.batch, decoding, "cuda", fused=False)
+                bench.run_engine(model, tokenizer, jobs[:64], args.batch, decoding, "cuda")
+                without, _ = bench.run_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
             print(f"| {part} | {args.batch * without / len(timed):.2f} | "
-                  f"{args.batch * (took[False] - without) / len(timed):.2f} s ({1 - without / took[False]:.0%}) |")
+                  f"{args.batch * (took - without) / len(timed):.2f} s ({1 - without / took:.0%}) |")
     if args.profile:
         bench.profile_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
 

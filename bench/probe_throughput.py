@@ -154,9 +154,9 @@ def run_baseline(model, tokenizer, jobs, batch_size, decoding, attn, device) -> 
         config._attn_implementation = previous
 
 
-def run_engine(model, tokenizer, jobs, batch_size, decoding, device, graphs=None, fused=None) -> tuple[float, list[str]]:
+def run_engine(model, tokenizer, jobs, batch_size, decoding, device, graphs=None) -> tuple[float, list[str]]:
     """The engine on the same prompts; its one-time set-up (stop-token tables) is left out of the timing."""
-    engine = PrefixEngine(model, tokenizer, decoding, batch_size=batch_size, graphs=graphs, fused=fused)
+    engine = PrefixEngine(model, tokenizer, decoding, batch_size=batch_size, graphs=graphs)
     texts: list[str] = [""] * len(jobs)
     sync(device)
     start = time.perf_counter()
@@ -250,8 +250,6 @@ def main() -> None:
     parser.add_argument("--adapter-rank", type=int, default=16)
     parser.add_argument("--graphs", choices=["default", "both"], default="default",
                         help="both: time the engine with decode steps captured as CUDA graphs and without")
-    parser.add_argument("--fused", choices=["default", "both"], default="default",
-                        help="both: time the engine with fused kernels (probe.fused) and with eager ones")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -301,10 +299,7 @@ def main() -> None:
         subset = [jobs[p * args.questions + q] for p in range(args.prompts) for q in range(min(per_set, args.questions))]
     # warm-up (kernels, allocator, tokenizer tables) on a small slice, untimed
     run_baseline(model, tokenizer, subset[: min(8, len(subset))], baseline_batch, decoding, "sdpa", device)
-    # a whole batch, so that fused kernels are compiled for every shape they will meet before anything is timed
-    fused_modes = {"default": [None], "both": [False, True]}[args.fused]
-    for fused in fused_modes:
-        run_engine(model, tokenizer, jobs[: engine_batches[-1]], engine_batches[-1], decoding, device, fused=fused)
+    run_engine(model, tokenizer, jobs[: min(64, len(jobs))], engine_batches[0], decoding, device)
 
     if args.profile:
         profile_engine(model, tokenizer, jobs, engine_batches[-1], decoding, device)
@@ -322,17 +317,16 @@ def main() -> None:
     baseline_answers = {id(j): first_line(t) for j, t in zip(subset, reference or [])}
     graph_modes = {"default": [None], "both": [False, True]}[args.graphs]
     label = {None: "", False: ", no graphs", True: ", CUDA graphs"}
-    kernels = {None: "", False: ", eager kernels", True: ", fused kernels"}
-    for batch, graphs, fused in [(b, g, f) for b in engine_batches for g in graph_modes for f in fused_modes]:
+    for batch, graphs in [(b, g) for b in engine_batches for g in graph_modes]:
         times = []
         for _ in range(args.repeat):
-            seconds, texts = run_engine(model, tokenizer, jobs, batch, decoding, device, graphs, fused)
+            seconds, texts = run_engine(model, tokenizer, jobs, batch, decoding, device, graphs)
             times.append(seconds)
         # with forced lengths generate suppresses end-of-sequence (min_new_tokens) and the engine does not, so
         # the texts differ after the answer by design; compare only answers that end naturally
         same = [] if forced else [first_line(t) == baseline_answers[id(j)] for j, t in zip(jobs, texts)
                                   if id(j) in baseline_answers]
-        rows.append({"approach": f"knowpack: shared-prefix engine{label[graphs]}{kernels[fused]}", "batch": batch, "prompts": len(jobs),
+        rows.append({"approach": f"knowpack: shared-prefix engine{label[graphs]}", "batch": batch, "prompts": len(jobs),
                      "seconds": statistics.median(times), "prompts_per_s": len(jobs) / statistics.median(times),
                      "agree": sum(same) / len(same) if same else None})
     if args.adapters:

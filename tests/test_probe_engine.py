@@ -120,41 +120,6 @@ def test_a_step_that_cannot_be_captured_decodes_without_graphs(tiny, monkeypatch
     assert capsys.readouterr().err.count("decoding without CUDA graphs") == 1
 
 
-def test_fused_kernels_equal_generate_on_tiny_model(tiny):
-    """The GPU's fused kernels (the model's norms and rotary embeddings and the engine's softmax and merge,
-    compiled by torch.compile), here compiled for the CPU: plain generate's greedy answers, and the model as it
-    was after."""
-    from torch._dynamo.utils import counters
-
-    model, tokenizer = tiny
-    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=8), batch_size=4, graphs=True, fused=True)
-    norms = engine._fused_model.norms
-    assert len(norms) == 2 * model.config.num_hidden_layers + 1 and engine._fused_model.rotary
-    graphs_before = counters["stats"]["unique_graphs"]
-    assert_matches_generate(model, tokenizer, engine, make_jobs(tokenizer, chat=True), 8)
-    assert counters["stats"]["unique_graphs"] > graphs_before
-    assert all("forward" not in vars(norm) for norm in norms)
-
-
-def test_fused_kernels_that_cannot_be_compiled_fall_back_to_eager_ones(tiny, monkeypatch, capsys):
-    """A machine where torch.compile fails (no triton, no C compiler): one line says so, the answers are eager's."""
-    from knowpack.probe import fused as fused_kernels
-
-    def refuse(function):
-        def fail(*args, **kwargs):
-            raise torch._dynamo.exc.TorchDynamoException("no compiler\nmore")
-        return fail
-
-    model, tokenizer = tiny
-    jobs = make_jobs(tokenizer, chat=True, n_prompts=1)
-    expected = run(PrefixEngine(model, tokenizer, Decoding(max_new_tokens=6), batch_size=8, fused=False), jobs)
-    monkeypatch.setattr(fused_kernels, "compiled", refuse)
-    engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=6), batch_size=8, fused=True)
-    assert run(engine, jobs) == expected
-    assert not engine.fused
-    assert capsys.readouterr().err.count("generating with eager kernels") == 1
-
-
 def test_forced_length_never_stops_early(tiny):
     model, tokenizer = tiny
     engine = PrefixEngine(model, tokenizer, Decoding(max_new_tokens=6, min_new_tokens=6), batch_size=8)

@@ -3,7 +3,6 @@ stage, the CLI, sweeps, compare) without touching any other file. Each test plug
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import pandas as pd
@@ -124,28 +123,21 @@ def test_a_new_backend_serves_the_label_stage(monkeypatch, tmp_path, tiny_model_
     from knowpack.probe.stage import LabelConfig
     from knowpack.probe.stage import run as label
 
-    options_seen = []
-
     class Echo:
-        def __init__(self, model, tokenizer, decoding, batch_size, router=None, fused_kernels=None):
+        def __init__(self, model, tokenizer, decoding, batch_size, router=None):
             self.token = tokenizer.encode(" Paris", add_special_tokens=False)
-            options_seen.append(fused_kernels)
 
         def generate(self, jobs):
             for index, _ in enumerate(jobs):
                 yield [index], [[Generation(tuple(self.token), False)]]
 
-    plug(monkeypatch, BACKENDS, "echo", Backend("echo", "always answers Paris", Echo, options=("fused_kernels",)))
-    fields = {f.name for f in dataclasses.fields(LabelConfig)}
-    assert all(set(backend.options) <= fields for backend in BACKENDS.values()), "a backend's options are label settings"
+    plug(monkeypatch, BACKENDS, "echo", Backend("echo", "always answers Paris", Echo))
     questions = tmp_path / "q.parquet"
     pq.write_table(pa.table({"id": ["capital/France", "capital/Peru"],
                                      "question": ["What is the capital of France?", "What is the capital of Peru?"],
                                      "aliases": [["Paris"], ["Lima"]]}), questions)
     folder = label(LabelConfig(questions=questions, out=tmp_path / "labels", model=str(tiny_model_dir),
-                               backend="echo", n_prompts=1, n_samples=0, progress=False, device="cpu",
-                               fused_kernels=False))
-    assert options_seen == [False]
+                               backend="echo", n_prompts=1, n_samples=0, progress=False, device="cpu"))
     categories = folder.labels().set_index("question_id")["category"].to_dict()
     assert categories == {"capital/France": "HighlyKnown", "capital/Peru": "Unknown"}
     assert folder.settings["backend"] == "echo"

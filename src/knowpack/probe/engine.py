@@ -19,10 +19,7 @@ full prompt for every question. This engine:
   every row reads its own adapter's prefix through one grouped matmul a layer (``torch._grouped_mm``), not a loop
   over the adapters;
 * on a GPU, replays each decode step as a CUDA graph (``_CapturedStep``): a small model's step is bound by the host
-  launching its ~20 kernels a layer one by one, and a graph launches them all at once;
-* on a GPU, runs the model's norms and rotary embeddings and its own softmax over prefix and own keys as kernels
-  compiled from that code (``probe.fused``): a large model's step spends as long in those chains of small kernels
-  as in half its matmuls.
+  launching its ~20 kernels a layer one by one, and a graph launches them all at once.
 
 Sampling is seeded per (prompt, sample): each sampled token comes from one counter-based uniform number, so an
 answer does not depend on batch size or on what else is in the batch (resumed runs draw the same answers).
@@ -44,7 +41,6 @@ from transformers import AttentionInterface
 
 from knowpack.errors import InputError
 from knowpack.models import attention_implementation
-from knowpack.probe import fused as fused_kernels
 from knowpack.probe.backends import Decoding, Generation, Job
 from knowpack.probe.stops import StopRule
 
@@ -83,16 +79,13 @@ class _BatchState:
         self.capacity = capacity
         self.alignment = GPU_KEY_ALIGNMENT if pad.is_cuda else CPU_KEY_ALIGNMENT
         self.slots = self._aligned(capacity)
+        self.prefix_len = prefix_len
         self.prefix_kv = prefix_kv or {}
         self.prefixes = next(iter(self.prefix_kv.values()))[0].shape[1] if self.prefix_kv else 0
-        # the prefix's key slots past its length hold zeros: masked (a tensor, so compiled code sees no new constant)
-        self.prefix_blocked = (torch.arange(next(iter(self.prefix_kv.values()))[0].shape[2], device=pad.device)
-                               >= prefix_len) if self.prefix_kv else None
         self._set_groups(groups)
         self.length = 0
         self.slot = torch.zeros(1, dtype=torch.long, device=pad.device)
         self.fixed = False
-        self.fused = False  # the attention's softmax and merge as compiled kernels (``probe.fused``)
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
         self.blocked: torch.Tensor | None = None
@@ -199,58 +192,34 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=
     rows, q_heads, q_len, dim = query.shape
     kv_heads = keys.shape[1]
     group = q_heads // kv_heads
-    per_row = group * q_len
     scale = scaling if scaling is not None else dim ** -0.5
     # (rows, kv_heads, group*q_len, dim): query head h reads kv head h // group, as repeat_kv does.
-    q = query.reshape(rows, kv_heads, per_row, dim)
-    own_scores = torch.matmul(q, keys.transpose(-1, -2)).view(rows, kv_heads, group, q_len, -1)
+    q = query.reshape(rows, kv_heads, group * q_len, dim)
+    scores = torch.matmul(q, keys.transpose(-1, -2)) * scale
+    scores = scores.view(rows, kv_heads, group, q_len, -1)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.masked_fill(state.blocked, -math.inf).view(rows, kv_heads, group * q_len, -1)
     prefix = state.prefix_kv.get(layer)
     if prefix is None:
-        scores = _capped(own_scores * scale, softcap).masked_fill(state.blocked, -math.inf)
-        out = torch.matmul(_softmax(scores.view(rows, kv_heads, per_row, -1)), values)
-        out = out.view(rows, kv_heads, group, q_len, -1).reshape(rows, q_heads, q_len, -1)
-        return out.transpose(1, 2).contiguous(), None
-    prefix_keys, prefix_values_t = prefix  # (kv_heads, prefixes, slots, dim), (kv_heads, prefixes, dim, slots)
-    by_head = q.transpose(0, 1).reshape(kv_heads, rows * per_row, dim)
-    prefix_scores = _matmul_by_group(by_head, prefix_keys.transpose(-1, -2), state, per_row)
-    softmax, merge = prefix_softmax, merge_parts
-    if state.fused:
-        softmax, merge = fused_kernels.compiled(softmax), fused_kernels.compiled(merge)
-    prefix_probs, own_probs = softmax(prefix_scores, own_scores, state.prefix_blocked, state.blocked, scale, softcap)
-    own_out = torch.matmul(own_probs, values)
-    prefix_out = _matmul_by_group(prefix_probs, prefix_values_t.transpose(-1, -2), state, per_row)
-    return merge(own_out, prefix_out, q_heads), None
-
-
-def prefix_softmax(prefix_scores: torch.Tensor, own_scores: torch.Tensor, prefix_blocked: torch.Tensor,
-                   blocked: torch.Tensor, scale: float, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One softmax per query over its prefix's keys and its own: ``prefix_scores`` (kv_heads, rows · per_row,
-    prefix slots) as the grouped matmul leaves them, ``own_scores`` (rows, kv_heads, group, q_len, own slots);
-    ``prefix_blocked`` and ``blocked`` mask the slots of each that a query does not see.
-    Returns the prefix probabilities in that by-head layout (the next grouped matmul's) and the own ones
-    (rows, kv_heads, per_row, own slots). A pure function: on a GPU it runs compiled, as one kernel."""
-    rows, kv_heads, group, q_len, own_slots = own_scores.shape
-    prefix_slots = prefix_scores.shape[-1]
-    prefix_scores = _capped(prefix_scores.view(kv_heads, rows, group * q_len, prefix_slots).transpose(0, 1) * scale,
-                            softcap).masked_fill(prefix_blocked, -math.inf)
-    own_scores = _capped(own_scores * scale, softcap).masked_fill(blocked, -math.inf)
-    probs = _softmax(torch.cat([prefix_scores, own_scores.view(rows, kv_heads, group * q_len, own_slots)], dim=-1))
-    prefix_probs = probs[..., :prefix_slots].transpose(0, 1).reshape(kv_heads, rows * group * q_len, prefix_slots)
-    return prefix_probs, probs[..., prefix_slots:]
-
-
-def merge_parts(own_out: torch.Tensor, prefix_out: torch.Tensor, q_heads: int) -> torch.Tensor:
-    """The attention output (rows, q_len, q_heads, dim) from the weighted sums over own keys (rows, kv_heads,
-    per_row, dim) and over the prefix (by head: kv_heads, rows · per_row, dim), added in float32 and rounded once."""
-    rows, kv_heads, per_row, dim = own_out.shape
-    q_len = per_row * kv_heads // q_heads
-    out = own_out.float() + prefix_out.view(kv_heads, rows, per_row, dim).transpose(0, 1)
-    out = out.view(rows, kv_heads, q_heads // kv_heads, q_len, dim).reshape(rows, q_heads, q_len, dim)
-    return out.transpose(1, 2).to(own_out.dtype).contiguous()
-
-
-def _capped(scores: torch.Tensor, softcap: float | None) -> torch.Tensor:
-    return scores if softcap is None else torch.tanh(scores / softcap) * softcap
+        out = torch.matmul(_softmax(scores), values)
+    else:
+        prefix_keys, prefix_values_t = prefix  # (kv_heads, prefixes, slots, dim), (kv_heads, prefixes, dim, slots)
+        prefix_slots = prefix_keys.shape[2]
+        per_row = group * q_len
+        by_head = q.transpose(0, 1).reshape(kv_heads, rows * per_row, dim)
+        prefix_scores = _matmul_by_group(by_head, prefix_keys.transpose(-1, -2), state, per_row) * scale
+        prefix_scores = prefix_scores.view(kv_heads, rows, per_row, prefix_slots).transpose(0, 1)
+        if softcap is not None:
+            prefix_scores = torch.tanh(prefix_scores / softcap) * softcap
+        prefix_scores[..., state.prefix_len:] = -math.inf  # slots past the prefix hold zeros
+        probs = _softmax(torch.cat([prefix_scores, scores], dim=-1))
+        out = torch.matmul(probs[..., prefix_slots:], values).float()  # the two parts summed before rounding
+        prefix_probs = probs[..., :prefix_slots].transpose(0, 1).reshape(kv_heads, rows * per_row, prefix_slots)
+        part = _matmul_by_group(prefix_probs, prefix_values_t.transpose(-1, -2), state, per_row)
+        out += part.view(kv_heads, rows, per_row, -1).transpose(0, 1)
+    out = out.view(rows, kv_heads, group, q_len, -1).reshape(rows, q_heads, q_len, -1)
+    return out.transpose(1, 2).to(query.dtype).contiguous(), None
 
 
 def _grouped_matmuls(like: torch.Tensor) -> bool:
@@ -373,12 +342,10 @@ class PrefixEngine:
     base model). ``batch_size`` counts generated sequences (a prompt with N samples takes 1 + N rows).
     ``graphs``: decode with fixed shapes, each step a replayed CUDA graph (default: on a GPU, unless adapters go
     through peft, whose mixed batches are built on the host); on a CPU the same steps run uncaptured.
-    ``fused``: the model's norms and rotary embeddings and the attention's softmax as compiled kernels
-    (``probe.fused``; default: on a GPU with triton).
     """
 
     def __init__(self, model, tokenizer, decoding: Decoding, batch_size: int = 64, router=None,
-                 graphs: bool | None = None, fused: bool | None = None):
+                 graphs: bool | None = None):
         decoding.validate()
         self.router = router  # StackedAdapters serving the jobs' adapters (else peft's adapter_names)
         self.model = model
@@ -394,8 +361,6 @@ class PrefixEngine:
         self.prefill_tokens = PREFILL_TOKENS * max(1, PREFILL_WIDTH // width)
         through_peft = hasattr(model, "peft_config") and router is None
         self.graphs = (self.device.type in GRAPH_DEVICES and not through_peft) if graphs is None else graphs
-        self.fused = fused_kernels.available(self.device) if fused is None else fused
-        self._fused_model = fused_kernels.FusedModel(model) if self.fused else None
         self._prefix_cache: dict[tuple[tuple[int, ...], str | None], dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         self._cached_prefix: tuple[int, ...] | None = None
 
@@ -555,22 +520,12 @@ class PrefixEngine:
     def _forward(self, state: _BatchState, ids: torch.Tensor, positions: torch.Tensor,
                  adapters: list[str | None], max_position: int) -> torch.Tensor:
         state.begin(ids.shape[1], max_position)
-        state.fused = self.fused
-        fusing = self._fused_model.applied() if self._fused_model else nullcontext()
         extra = {}
         routed = self.router.route(adapters) if self.router is not None else nullcontext()
         if self.uses_adapters and self.router is None:
             extra["adapter_names"] = [a if a is not None else BASE_ADAPTER for a in adapters]
-        try:
-            with _prefix_attention(self.model, state), routed, fusing:
-                out = self.model(input_ids=ids, position_ids=positions, use_cache=False, logits_to_keep=1, **extra)
-        except torch._dynamo.exc.TorchDynamoException as err:  # no compiler for this model or machine
-            if not self.fused:
-                raise
-            self.fused, self._fused_model = False, None
-            print(f"knowpack: generating with eager kernels, fused ones cannot be compiled here "
-                  f"({str(err).strip().splitlines()[0][:200]})", file=sys.stderr, flush=True)
-            return self._forward(state, ids, positions, adapters, max_position)  # the same keys again, eagerly
+        with _prefix_attention(self.model, state), routed:
+            out = self.model(input_ids=ids, position_ids=positions, use_cache=False, logits_to_keep=1, **extra)
         state.end()
         return out.logits
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -207,8 +206,7 @@ def adapter_engine(loaded: LoadedModel, config: LabelConfig, decoding: Decoding,
     in."""
     from knowpack.probe.adapters import StackedAdapters, supports
 
-    backend = BACKENDS[config.backend]
-    make = functools.partial(backend.make, **{name: getattr(config, name) for name in backend.options})
+    make = BACKENDS[config.backend].make
     batch_size = config.batch_size or auto_batch_size(loaded, decoding, config.progress)
     if group[0].alone:
         folder = Path(group[0].adapter)

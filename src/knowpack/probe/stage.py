@@ -61,9 +61,6 @@ class LabelConfig(Config):
     stop_at_newline: bool = option(True, help="end an answer at its first newline (it always ends at "
                                    "end-of-sequence/turn)")
     backend: str = option("prefix", choices=BACKENDS.names, help="generation backend")
-    fused_kernels: bool | None = option(None, help="prefix backend: the model's norms and rotary embeddings and the "
-                                        "attention's softmax as kernels compiled by torch.compile (default: on a "
-                                        "GPU with triton; off: eager kernels everywhere)", affects_results=False)
     dtype: str | None = dtype_option()
     device: str | None = device_option()
     trust_remote_code: bool = trust_remote_code_option()

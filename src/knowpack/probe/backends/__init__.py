@@ -8,8 +8,7 @@ yields :class:`Generation` s (greedy first, then the samples) under one :class:`
   tested against, and a fallback for architectures the engine does not support.
 
 A member is a small module here that registers a :class:`Backend`; the code it runs is imported only when a
-model is loaded, so the CLI stays fast. A backend with settings of its own names them (fields of the label
-config) in ``options``.
+model is loaded, so the CLI stays fast.
 """
 
 from __future__ import annotations
@@ -55,6 +54,8 @@ class Generation:
     stopped: bool  # ended at a stop token (else at max_new_tokens)
 
 
+
+
 class Engine(Protocol):
     def generate(self, jobs: Sequence[Job]) -> Iterator[tuple[list[int], list[list[Generation]]]]:
         """Yield (job indices, generations per job: greedy first, then the samples) batch by batch."""
@@ -64,8 +65,7 @@ class Engine(Protocol):
 class Backend:
     name: str
     help: str
-    make: Callable[..., Engine]  # (model, tokenizer, decoding, batch_size, router=None, **options) -> Engine
-    options: tuple[str, ...] = ()  # label settings of this backend's own, passed to ``make`` as keywords
+    make: Callable[..., Engine]  # (model, tokenizer, decoding, batch_size, router=None) -> Engine
 
 
 BACKENDS: Registry[Backend] = Registry("generation backend", package=__name__)

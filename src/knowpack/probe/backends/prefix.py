@@ -3,11 +3,10 @@
 from knowpack.probe.backends import Backend, register
 
 
-def make(model, tokenizer, decoding, batch_size: int, router=None, fused_kernels: bool | None = None):
+def make(model, tokenizer, decoding, batch_size: int, router=None):
     from knowpack.probe.engine import PrefixEngine
 
-    return PrefixEngine(model, tokenizer, decoding, batch_size=batch_size, router=router, fused=fused_kernels)
+    return PrefixEngine(model, tokenizer, decoding, batch_size=batch_size, router=router)
 
 
-register(Backend("prefix", "shared-prefix engine: each few-shot prefix computed once per batch", make,
-                 options=("fused_kernels",)))
+register(Backend("prefix", "shared-prefix engine: each few-shot prefix computed once per batch", make))
