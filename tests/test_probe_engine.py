@@ -25,8 +25,6 @@ QUESTIONS = [
 ]
 
 
-
-
 @pytest.fixture(scope="module")
 def tiny(lively_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(lively_model_dir)

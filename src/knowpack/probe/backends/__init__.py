@@ -54,8 +54,6 @@ class Generation:
     stopped: bool  # ended at a stop token (else at max_new_tokens)
 
 
-
-
 class Engine(Protocol):
     def generate(self, jobs: Sequence[Job]) -> Iterator[tuple[list[int], list[list[Generation]]]]:
         """Yield (job indices, generations per job: greedy first, then the samples) batch by batch."""
