@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from contextlib import ExitStack
 from unittest import mock
 
 import torch
@@ -65,15 +64,14 @@ def _mlp_without_activation(self, x):
     return self.down_proj(self.up_proj(x))
 
 
-LEAVE_OUT = {  # part of every layer → the patches that skip it
-    "attention (scores, softmax, weighted sums, key writes)": lambda stack: stack.enter_context(
-        mock.patch.dict(AttentionInterface._global_mapping, {engine_module.ATTENTION_NAME: _no_attention})),
-    "RMS norms": lambda stack: stack.enter_context(
-        mock.patch.object(modeling_llama.LlamaRMSNorm, "forward", lambda self, x: x)),
-    "rotary embeddings": lambda stack: stack.enter_context(
-        mock.patch.object(modeling_llama, "apply_rotary_pos_emb", lambda q, k, *args, **kwargs: (q, k))),
-    "MLP activation and product": lambda stack: stack.enter_context(
-        mock.patch.object(modeling_llama.LlamaMLP, "forward", _mlp_without_activation)),
+LEAVE_OUT = {  # part of every layer → the patch that skips it
+    "attention (scores, softmax, weighted sums, key writes)":
+        lambda: mock.patch.dict(AttentionInterface._global_mapping, {engine_module.ATTENTION_NAME: _no_attention}),
+    "RMS norms": lambda: mock.patch.object(modeling_llama.LlamaRMSNorm, "forward", lambda self, x: x),
+    "rotary embeddings":
+        lambda: mock.patch.object(modeling_llama, "apply_rotary_pos_emb", lambda q, k, *args, **kwargs: (q, k)),
+    "MLP activation and product":
+        lambda: mock.patch.object(modeling_llama.LlamaMLP, "forward", _mlp_without_activation),
 }
 
 
@@ -125,8 +123,7 @@ def main() -> None:
     if args.leave_out:
         print("\n| the engine without (answers wrong, time only) | seconds per batch | saves |\n|---|---|---|")
         for part, leave_out in LEAVE_OUT.items():
-            with ExitStack() as stack:
-                leave_out(stack)
+            with leave_out():
                 bench.run_engine(model, tokenizer, jobs[:64], args.batch, decoding, "cuda")
                 without, _ = bench.run_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
             print(f"| {part} | {args.batch * without / len(timed):.2f} | "
