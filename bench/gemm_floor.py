@@ -6,9 +6,10 @@ shapes of one decode step (2,048 rows through 32 layers and the output layer) an
 into a prompts/s floor for the bench's prompts (suffix tokens + 16 forced new tokens each), and runs the engine on
 the same prompts in the same process; ``--profile`` adds the top kernels of one engine batch, and ``--leave-out``
 times the engine with one part of every layer left out (its answers are wrong; only the time it saves counts), which
-places the time that is not matmuls without hardware counters.
+places the time that is not matmuls without hardware counters; ``--replace`` times it with a library kernel in place
+of a part (what such a kernel would save the engine).
 
-    PYTHONPATH=src:bench python bench/gemm_floor.py --tokenizer TOKENIZER_DIR [--profile] [--leave-out]
+    PYTHONPATH=src:bench python bench/gemm_floor.py --tokenizer TOKENIZER_DIR [--profile] [--leave-out] [--replace]
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ LEAVE_OUT = {  # part of every layer → the patch that skips it
     "MLP activation and product":
         lambda: mock.patch.object(modeling_llama.LlamaMLP, "forward", _mlp_without_activation),
 }
+REPLACE = {  # a library kernel in place of transformers' eager code → the patch that swaps it in
+    "RMS norms by torch's `F.rms_norm` (one fused kernel; rounds once, not twice)": lambda: mock.patch.object(
+        modeling_llama.LlamaRMSNorm, "forward",
+        lambda self, x: F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)),
+}
 
 
 def main() -> None:
@@ -83,6 +89,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--leave-out", action="store_true", help="also time the engine without each part of a layer")
+    parser.add_argument("--replace", action="store_true", help="also time the engine with library kernels in place of "
+                        "parts of a layer")
     args = parser.parse_args()
 
     square = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
@@ -120,14 +128,17 @@ def main() -> None:
     print(f"| matmuls only (prefill {prefill:.2f} s + decode {decode:.2f} s) | {prefill + decode:.2f} | {floor_rate:,.0f} |")
     print(f"| the engine ({len(timed)} prompts) | {args.batch * took / len(timed):.2f} | {len(timed) / took:,.0f} "
           f"({len(timed) / took / floor_rate:.0%} of the floor) |")
-    if args.leave_out:
-        print("\n| the engine without (answers wrong, time only) | seconds per batch | saves |\n|---|---|---|")
-        for part, leave_out in LEAVE_OUT.items():
-            with leave_out():
+    for wanted, title, patches in ((args.leave_out, "without (answers wrong, time only)", LEAVE_OUT),
+                                   (args.replace, "with", REPLACE)):
+        if not wanted:
+            continue
+        print(f"\n| the engine {title} | seconds per batch | saves |\n|---|---|---|")
+        for part, patch in patches.items():
+            with patch():
                 bench.run_engine(model, tokenizer, jobs[:64], args.batch, decoding, "cuda")
-                without, _ = bench.run_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
-            print(f"| {part} | {args.batch * without / len(timed):.2f} | "
-                  f"{args.batch * (took - without) / len(timed):.2f} s ({1 - without / took:.0%}) |")
+                patched, _ = bench.run_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
+            print(f"| {part} | {args.batch * patched / len(timed):.2f} | "
+                  f"{args.batch * (took - patched) / len(timed):.2f} s ({1 - patched / took:.0%}) |")
     if args.profile:
         bench.profile_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
 
