@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from contextlib import ExitStack
 from unittest import mock
 
 import torch
@@ -74,10 +75,32 @@ LEAVE_OUT = {  # part of every layer → the patch that skips it
     "MLP activation and product":
         lambda: mock.patch.object(modeling_llama.LlamaMLP, "forward", _mlp_without_activation),
 }
+def _liger(part: str):
+    """Liger-Kernel's Triton kernel for one part (imported here: it needs a GPU and Triton)."""
+    from liger_kernel.transformers.functional import liger_rms_norm, liger_rope, liger_swiglu
+
+    patches = {
+        "norm": lambda: mock.patch.object(modeling_llama.LlamaRMSNorm, "forward", lambda self, x: liger_rms_norm(
+            x, self.weight, self.variance_epsilon, casting_mode="llama")),
+        "rotary": lambda: mock.patch.object(modeling_llama, "apply_rotary_pos_emb",
+                                            lambda q, k, cos, sin, *args, **kwargs: liger_rope(q, k, cos, sin)),
+        "mlp": lambda: mock.patch.object(modeling_llama.LlamaMLP, "forward", lambda self, x: self.down_proj(
+            liger_swiglu(self.gate_proj(x), self.up_proj(x)))),
+    }
+    stack = ExitStack()
+    for name in patches if part == "all" else [part]:
+        stack.enter_context(patches[name]())
+    return stack
+
+
 REPLACE = {  # a library kernel in place of transformers' eager code → the patch that swaps it in
     "RMS norms by torch's `F.rms_norm` (one fused kernel; rounds once, not twice)": lambda: mock.patch.object(
         modeling_llama.LlamaRMSNorm, "forward",
         lambda self, x: F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)),
+    "RMS norms by Liger's kernel (llama casting: rounds where transformers does)": lambda: _liger("norm"),
+    "rotary embeddings by Liger's kernel": lambda: _liger("rotary"),
+    "MLP activation and product by Liger's SwiGLU kernel": lambda: _liger("mlp"),
+    "all three of Liger's kernels": lambda: _liger("all"),
 }
 
 
@@ -123,7 +146,7 @@ def main() -> None:
     decoding = Decoding(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
     bench.run_engine(model, tokenizer, jobs[:64], args.batch, decoding, "cuda")
     timed = jobs[: args.batch * 4]
-    took, _ = bench.run_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
+    took, answers = bench.run_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
     print(f"\n| per batch of {args.batch} prompts × {args.new_tokens} tokens | seconds | prompts/s |\n|---|---|---|")
     print(f"| matmuls only (prefill {prefill:.2f} s + decode {decode:.2f} s) | {prefill + decode:.2f} | {floor_rate:,.0f} |")
     print(f"| the engine ({len(timed)} prompts) | {args.batch * took / len(timed):.2f} | {len(timed) / took:,.0f} "
@@ -132,13 +155,15 @@ def main() -> None:
                                    (args.replace, "with", REPLACE)):
         if not wanted:
             continue
-        print(f"\n| the engine {title} | seconds per batch | saves |\n|---|---|---|")
+        print(f"\n| the engine {title} | seconds per batch | saves | answers as the engine's |\n|---|---|---|---|")
         for part, patch in patches.items():
             with patch():
                 bench.run_engine(model, tokenizer, jobs[:64], args.batch, decoding, "cuda")
-                patched, _ = bench.run_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
+                patched, patched_answers = bench.run_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
+            same = sum(a == b for a, b in zip(answers, patched_answers))
             print(f"| {part} | {args.batch * patched / len(timed):.2f} | "
-                  f"{args.batch * (took - patched) / len(timed):.2f} s ({1 - patched / took:.0%}) |")
+                  f"{args.batch * (took - patched) / len(timed):.2f} s ({1 - patched / took:.0%}) | "
+                  f"{same} of {len(timed)} |")
     if args.profile:
         bench.profile_engine(model, tokenizer, timed, args.batch, decoding, "cuda")
 

@@ -5,6 +5,8 @@ trained together (what ``knowpack sweep`` does on a GPU), one run trained alone,
 (reliability at every epoch with all epochs' adapters in one pass, then all questions relabelled with the last
 adapter). The study's approach on the same model and prompts: ``model.generate`` on full few-shot prompts, batch
 128, eager attention, on the base model and on the PeftModel; the HF ``Trainer`` at batch 8 on the same rows.
+knowpack's side runs with the kernel set a user's load gets (``--kernels``, default auto: Liger's on a GPU where
+installed), the study's side with transformers' own code on the same loaded model (``knowpack.kernels.eager_code``).
 
 The measured rates are then applied to the work of the study's grid (``examples/study_grid.yaml``: 6 sizes × 5
 mixtures × 3 seeds, 10 epochs, 21,036 questions × 10 prompts): labelling once, per run the packed facts under 10
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench")]
 
 from knowpack.evaluate import stage as evaluate_stage  # noqa: E402
+from knowpack.kernels import apply_kernels, eager_code, resolve_kernels  # noqa: E402
 from knowpack.models import LoadedModel, load_model  # noqa: E402
 from knowpack.probe import stage as label_stage  # noqa: E402
 from knowpack.protocols import STUDY_SEEDS  # noqa: E402
@@ -47,8 +50,9 @@ STUDY_QUESTIONS = 21_036
 STUDY_PROMPTS = 10
 
 
-def synthetic_loaded(tokenizer_dir: str) -> LoadedModel:
-    """The Llama-3.1-8B shape with random bf16 weights as a LoadedModel, prompts carrying Llama-3.1's preamble."""
+def synthetic_loaded(tokenizer_dir: str, kernels: str) -> LoadedModel:
+    """The Llama-3.1-8B shape with random bf16 weights as a LoadedModel, prompts carrying Llama-3.1's preamble, with
+    the kernel set ``kernels`` patched in as ``load_model`` does."""
     from probe_throughput import LLAMA31_SYSTEM_PREAMBLE, synthetic_model
     from transformers import AutoTokenizer
 
@@ -56,8 +60,10 @@ def synthetic_loaded(tokenizer_dir: str) -> LoadedModel:
 
     prompts.SYSTEM_PROMPT = LLAMA31_SYSTEM_PREAMBLE + prompts.SYSTEM_PROMPT
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    return LoadedModel(synthetic_model("llama8b", "cuda"), tokenizer, "synthetic-llama3.1-8b", "synthetic:llama8b-seed0",
-                       chat=True)
+    model = synthetic_model("llama8b", "cuda")
+    kernels = resolve_kernels(kernels, model.config, model.device)
+    apply_kernels(model, kernels)
+    return LoadedModel(model, tokenizer, "synthetic-llama3.1-8b", "synthetic:llama8b-seed0", chat=True, kernels=kernels)
 
 
 def sample_questions(path: Path, n: int, out: Path) -> Path:
@@ -100,10 +106,11 @@ def study_generate_rate(loaded: LoadedModel, questions: Path, n_prompts: int, ad
 
         model = PeftModel.from_pretrained(model, str(adapter)).eval()
     try:
-        run_baseline(model, loaded.tokenizer, jobs[:8], batch, Decoding(max_new_tokens=32), "sdpa",
-                     str(loaded.device.type))
-        seconds, _ = run_baseline(model, loaded.tokenizer, jobs, batch, Decoding(max_new_tokens=32), "eager",
-                                  str(loaded.device.type))
+        with eager_code(loaded.model):  # the study ran transformers' own code
+            run_baseline(model, loaded.tokenizer, jobs[:8], batch, Decoding(max_new_tokens=32), "sdpa",
+                         str(loaded.device.type))
+            seconds, _ = run_baseline(model, loaded.tokenizer, jobs, batch, Decoding(max_new_tokens=32), "eager",
+                                      str(loaded.device.type))
     finally:
         if adapter is not None:
             model.unload()
@@ -119,7 +126,8 @@ def trainer_rate(loaded: LoadedModel, run: Path, steps: int) -> float:
     table = pq.read_table(run / "train_set.parquet").to_pylist()
     rows = [encode_example(loaded.tokenizer, r["prompt"], r["target"], add_special_tokens=False) for r in table]
     rows = (rows * (8 * (steps + 2) // len(rows) + 1))[: 8 * (steps + 2)]
-    return study_variant(loaded.model, rows, argparse.Namespace(warmup=2, steps=steps))["tokens_per_s"]
+    with eager_code(loaded.model):  # the study ran transformers' own code
+        return study_variant(loaded.model, rows, argparse.Namespace(warmup=2, steps=steps))["tokens_per_s"]
 
 
 def train_log_rate(runs: list[Path]) -> tuple[float, float]:
@@ -157,6 +165,7 @@ def main() -> None:
     parser.add_argument("--synthetic-llama8b", action="store_true")
     parser.add_argument("--model", help="a model spec instead (e.g. smollm2-135m, a folder)")
     parser.add_argument("--tokenizer", help="tokenizer folder for the synthetic model")
+    parser.add_argument("--kernels", default="auto", help="knowpack's kernel set (the study's side runs eager)")
     parser.add_argument("--questions", type=Path, required=True, help="questions.parquet to draw from")
     parser.add_argument("--sample", type=int, default=2048, help="questions labelled and relabelled")
     parser.add_argument("--study-prompts", type=int, default=768, help="prompts timed with the study's generate")
@@ -170,9 +179,11 @@ def main() -> None:
     args = parser.parse_args()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="grid-cost-"))
-    loaded = synthetic_loaded(args.tokenizer) if args.synthetic_llama8b else load_model(args.model)
+    loaded = (synthetic_loaded(args.tokenizer, args.kernels) if args.synthetic_llama8b
+              else load_model(args.model, kernels=args.kernels))
     device = torch.cuda.get_device_name() if loaded.device.type == "cuda" else "CPU"
-    print(f"# {loaded.spec} on {device}, torch {torch.__version__}; work in {work}", flush=True)
+    print(f"# {loaded.spec} on {device}, torch {torch.__version__}, knowpack's kernels: {loaded.kernels}; work in "
+          f"{work}", flush=True)
     questions = sample_questions(args.questions, args.sample, work / "questions.parquet")
     n_questions = pq.read_metadata(questions).num_rows
     label = lambda out, **extra: label_stage.LabelConfig.build(  # noqa: E731

@@ -21,11 +21,13 @@ import json
 import os
 import statistics
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from knowpack.kernels import apply_kernels, eager_code, resolve_kernels
 from knowpack.probe.backends import Decoding, Job
 from knowpack.probe.engine import PrefixEngine
 from knowpack.probe.prompts import PromptSet, PromptSettings
@@ -250,10 +252,14 @@ def main() -> None:
     parser.add_argument("--adapter-rank", type=int, default=16)
     parser.add_argument("--graphs", choices=["default", "both"], default="default",
                         help="both: time the engine with decode steps captured as CUDA graphs and without")
+    parser.add_argument("--kernels", choices=["auto", "eager", "liger", "both"], default="auto",
+                        help="the engine's kernel set (knowpack.kernels; the study's side always runs eager); both: "
+                        "time the engine with eager and with Liger's kernels")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     device = args.device
+    wanted_kernels = "liger" if args.kernels == "both" else args.kernels
     if device == "cpu":
         torch.set_num_threads(args.threads or os.cpu_count() or 1)
     if args.synthetic:
@@ -261,12 +267,14 @@ def main() -> None:
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or resolve_model("smollm2-135m")[0])
         model = synthetic_model(args.synthetic, device)
+        kernels = resolve_kernels(wanted_kernels, model.config, model.device)
+        apply_kernels(model, kernels)
         name = f"{args.synthetic}-shaped, random bf16 weights"
     else:
         from knowpack.models import load_model
 
-        loaded = load_model(args.model, device=device)
-        tokenizer, model = loaded.tokenizer, loaded.model
+        loaded = load_model(args.model, device=device, kernels=wanted_kernels)
+        tokenizer, model, kernels = loaded.tokenizer, loaded.model, loaded.kernels
         if device == "cpu":  # load_model sets all cores
             torch.set_num_threads(args.threads or os.cpu_count() or 1)
         name = f"{args.model} ({next(model.parameters()).dtype})"
@@ -277,15 +285,17 @@ def main() -> None:
         prompts_module.SYSTEM_PROMPT = LLAMA31_SYSTEM_PREAMBLE + prompts_module.SYSTEM_PROMPT
     if args.check_fp32:
         try:
-            print(check_exact_fp32(tokenizer, device))
+            with eager_code(model):  # a model built now gets transformers' classes, not the kernels' patches
+                print(check_exact_fp32(tokenizer, device))
         except Exception as err:  # the throughput numbers below are still worth having
             print(f"exactness check failed: {type(err).__name__}: {err}")
+    kernel_sets = ["eager", kernels] if args.kernels == "both" else [kernels]
     jobs = build_jobs(tokenizer, args.questions, args.prompts, chat)
     forced = args.force_new_tokens
     decoding = Decoding(max_new_tokens=forced or args.max_new_tokens, min_new_tokens=forced)
     lengths = [len(j.prefix) + len(j.suffix) for j in jobs]
     print(f"model: {name}; device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}; the engine's kernels: {', '.join(kernel_sets)}")
     print(f"{len(jobs)} prompts ({args.questions} questions × {args.prompts} prompt sets), "
           f"{min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.0f}, shared prefix "
           f"{statistics.mean(len(j.prefix) for j in jobs):.0f}); "
@@ -298,7 +308,8 @@ def main() -> None:
         per_set = max(1, args.baseline_prompts // args.prompts)
         subset = [jobs[p * args.questions + q] for p in range(args.prompts) for q in range(min(per_set, args.questions))]
     # warm-up (kernels, allocator, tokenizer tables) on a small slice, untimed
-    run_baseline(model, tokenizer, subset[: min(8, len(subset))], baseline_batch, decoding, "sdpa", device)
+    with eager_code(model):
+        run_baseline(model, tokenizer, subset[: min(8, len(subset))], baseline_batch, decoding, "sdpa", device)
     run_engine(model, tokenizer, jobs[: min(64, len(jobs))], engine_batches[0], decoding, device)
 
     if args.profile:
@@ -308,7 +319,8 @@ def main() -> None:
     for attn in [a for a in args.baseline_attn.split(",") if a]:
         times = []
         for _ in range(args.repeat):
-            seconds, texts = run_baseline(model, tokenizer, subset, baseline_batch, decoding, attn, device)
+            with eager_code(model):  # the study ran transformers' own code
+                seconds, texts = run_baseline(model, tokenizer, subset, baseline_batch, decoding, attn, device)
             times.append(seconds)
         reference = reference or texts
         rows.append({"approach": f"study: generate, full prompts, {attn}", "batch": baseline_batch,
@@ -317,16 +329,20 @@ def main() -> None:
     baseline_answers = {id(j): first_line(t) for j, t in zip(subset, reference or [])}
     graph_modes = {"default": [None], "both": [False, True]}[args.graphs]
     label = {None: "", False: ", no graphs", True: ", CUDA graphs"}
-    for batch, graphs in [(b, g) for b in engine_batches for g in graph_modes]:
+    for kernel_set, batch, graphs in [(k, b, g) for k in kernel_sets for b in engine_batches for g in graph_modes]:
         times = []
         for _ in range(args.repeat):
-            seconds, texts = run_engine(model, tokenizer, jobs, batch, decoding, device, graphs)
+            with eager_code(model) if kernel_set == "eager" else nullcontext():
+                if kernel_set != kernel_sets[0]:
+                    run_engine(model, tokenizer, jobs[:64], batch, decoding, device, graphs)  # its kernels warm
+                seconds, texts = run_engine(model, tokenizer, jobs, batch, decoding, device, graphs)
             times.append(seconds)
         # with forced lengths generate suppresses end-of-sequence (min_new_tokens) and the engine does not, so
         # the texts differ after the answer by design; compare only answers that end naturally
         same = [] if forced else [first_line(t) == baseline_answers[id(j)] for j, t in zip(jobs, texts)
                                   if id(j) in baseline_answers]
-        rows.append({"approach": f"knowpack: shared-prefix engine{label[graphs]}", "batch": batch, "prompts": len(jobs),
+        rows.append({"approach": f"knowpack: shared-prefix engine, {kernel_set} kernels{label[graphs]}", "batch": batch,
+                     "prompts": len(jobs),
                      "seconds": statistics.median(times), "prompts_per_s": len(jobs) / statistics.median(times),
                      "agree": sum(same) / len(same) if same else None})
     if args.adapters:

@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from knowpack.kernels import apply_kernels, eager_code, resolve_kernels  # noqa: E402
 from knowpack.train.loop import TrainingLoop  # noqa: E402
 from knowpack.train.methods import METHODS  # noqa: E402
 from knowpack.train.stage import TrainConfig  # noqa: E402
@@ -250,6 +251,9 @@ def main() -> None:
     parser.add_argument("--compile-experiment", choices=("layer", "mlp"),
                         help="afterwards: the two largest batches with decoder layers (or their MLPs) under torch.compile")
     parser.add_argument("--together", default="", help="also train N runs of batch 8 together, e.g. 8,16,32")
+    parser.add_argument("--kernels", choices=["auto", "eager", "liger", "both"], default="auto",
+                        help="knowpack's kernel set (knowpack.kernels; the study's Trainer always runs eager); both: "
+                        "time knowpack's loop with eager and with Liger's kernels")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     args.together = [int(n) for n in args.together.split(",") if n]
@@ -257,42 +261,35 @@ def main() -> None:
     args.lane_tokens = [int(t) for t in args.lane_tokens.split(",") if t]
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    wanted_kernels = "liger" if args.kernels == "both" else args.kernels
     if args.synthetic_llama8b:
         from probe_throughput import synthetic_model
 
         model, name = synthetic_model("llama8b", args.device), "synthetic Llama-3.1-8B shape (bf16, random weights)"
+        kernels = resolve_kernels(wanted_kernels, model.config, model.device)
+        apply_kernels(model, kernels)
     else:
         from knowpack.models import load_model
 
-        model, name = load_model(args.model, device=args.device).model, args.model
+        loaded = load_model(args.model, device=args.device, kernels=wanted_kernels)
+        model, name, kernels = loaded.model, args.model, loaded.kernels
+    kernel_sets = ["eager", kernels] if args.kernels == "both" else [kernels]
     device = next(model.parameters()).device
     batches = [int(b) for b in args.batches.split(",")]
     most_rows = max(batches + [STUDY_BATCH * n for n in args.together] + [64])
     rows = study_like_rows(most_rows * (args.warmup + args.steps), model.config.vocab_size, 0)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# {name} on {where}; dtype {next(model.parameters()).dtype}; torch {torch.__version__}", flush=True)
+    print(f"# {name} on {where}; dtype {next(model.parameters()).dtype}; torch {torch.__version__}; knowpack's "
+          f"kernels: {', '.join(kernel_sets)}", flush=True)
 
     for path, difference in packing_check(model, rows).items():
         print(f"packing check ({path}): packed vs row-by-row loss differ by {difference:.2e} (relative)", flush=True)
-    results = [study_variant(model, rows, args)]
+    with eager_code(model):  # the study ran transformers' own code
+        results = [study_variant(model, rows, args)]
     print(results[-1], flush=True)
-    for batch in batches:
-        variants = [{}] + [{"lane_tokens": lane, "varlen": False} for lane in args.lane_tokens if args.lanes_ablation]
-        variants += [{"pass_tokens": t} for t in args.pass_tokens if t < batch * 55]
-        for variant in variants:
-            try:
-                results.append(knowpack_variant(model, rows, batch, args, **variant))
-            except torch.OutOfMemoryError:
-                print(f"batch {batch}, {variant}: out of memory", flush=True)
-                continue
-            print(results[-1], flush=True)
-    for runs in args.together:
-        try:
-            results.append(grouped_variant(model, rows, runs, args))
-        except torch.OutOfMemoryError:
-            print(f"{runs} runs together: out of memory", flush=True)
-            continue
-        print(results[-1], flush=True)
+    for kernel_set in kernel_sets:
+        with eager_code(model) if kernel_set == "eager" else nullcontext():
+            results += knowpack_variants(model, rows, batches, args, f", {kernel_set} kernels")
     if args.profile:
         profile(model, rows, max(batches), args)
     if args.ablations:  # at batch 64: the study's loss on every token; peft's float32 copies of adapter inputs
@@ -313,6 +310,31 @@ def main() -> None:
         args.json.write_text(json.dumps({"model": name, "device": where, "results": results}, indent=2))
     if args.compile_experiment:
         compile_experiment(model, rows, batches, args, study, args.compile_experiment)
+
+
+def knowpack_variants(model, rows, batches, args, label: str) -> list[dict]:
+    """knowpack's loop at each batch (and its ablations of lanes and pass sizes), then runs trained together."""
+    results = []
+    for batch in batches:
+        variants = [{}] + [{"lane_tokens": lane, "varlen": False} for lane in args.lane_tokens if args.lanes_ablation]
+        variants += [{"pass_tokens": t} for t in args.pass_tokens if t < batch * 55]
+        for variant in variants:
+            try:
+                results.append(knowpack_variant(model, rows, batch, args, **variant))
+            except torch.OutOfMemoryError:
+                print(f"batch {batch}, {variant}: out of memory", flush=True)
+                continue
+            results[-1]["config"] += label
+            print(results[-1], flush=True)
+    for runs in args.together:
+        try:
+            results.append(grouped_variant(model, rows, runs, args))
+        except torch.OutOfMemoryError:
+            print(f"{runs} runs together: out of memory", flush=True)
+            continue
+        results[-1]["config"] += label
+        print(results[-1], flush=True)
+    return results
 
 
 def compile_experiment(model, rows, batches, args, study: float, target: str) -> None:

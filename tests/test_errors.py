@@ -201,7 +201,7 @@ def test_sweep_with_an_unknown_key(capsys, tmp_path, labelled):
     path = sweep_file(tmp_path, labelled, epochz=3)
     line = error_line(capsys, ["sweep", str(path), "--out", str(tmp_path / "out")])
     assert line == (f"knowpack sweep: error: {path}: epochz: unknown key (allowed here: name, model, protocol, device, "
-                    "dtype, trust_remote_code, max_runs, data, train, evaluate, grid)")
+                    "dtype, kernels, trust_remote_code, max_runs, data, train, evaluate, grid)")
 
 
 def test_sweep_with_a_negative_count(capsys, tmp_path, labelled):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -285,3 +286,19 @@ def test_a_fresh_run_renders_each_prompt_set_not_each_prompt(loaded, tmp_path, m
     config = small_config(tmp_path)
     label_loaded(loaded, config, [LabelTarget(config.out)])
     assert renders[0] == 2 * (1 + len(prompts_module.FRAME_PROBES) + 2)
+
+
+def test_answers_made_under_one_kernel_set_are_never_read_under_another(loaded, tmp_path, monkeypatch):
+    calls = count_generations(monkeypatch)
+    store = tmp_path / "store"
+    eager = small_config(tmp_path, out=tmp_path / "eager", store=store)
+    label_loaded(loaded, eager, [LabelTarget(eager.out)])
+    made = calls[0]
+    fused = dataclasses.replace(loaded, kernels="liger")  # as loaded on a GPU with Liger's kernels patched in
+    again = small_config(tmp_path, out=tmp_path / "fused", store=store)
+    label_loaded(fused, again, [LabelTarget(again.out)])
+    assert calls[0] == 2 * made, "the fused set's answers were generated, not read from the eager set's scope"
+    assert len(list(store.glob("*/scope.json"))) == 2
+    manifest = json.loads((again.out / "manifest.json").read_text())
+    assert manifest["extra_key"]["kernels"] == "liger" and "kernels" not in json.loads(
+        (eager.out / "manifest.json").read_text())["extra_key"]

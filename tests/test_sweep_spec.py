@@ -97,6 +97,7 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
         ({**base(), "data": {"labels": "l", "make": {"labels": {}}}}, r"either labels or make\.labels"),
         ({**base(), "data": {"labels": "l", "make": {"facts": {}}}}, r"data\.make\.facts: unknown key"),
         ({**base(), "name": "has space"}, r"name: 'has space'"),
+        ({**base(), "kernels": "fast"}, r"kernels: 'fast' is not one of auto, eager, liger"),
         ({"model": "m", "grid": {"unknown": [1]}}, r"data: missing"),
         ("- just\n- a list\n", r"must be a mapping"),
         ("grid: [unclosed\n", r"not valid YAML \(line"),

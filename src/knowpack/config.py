@@ -81,6 +81,14 @@ def dtype_option() -> Any:
                   choices=("bfloat16", "float16", "float32"), affects_results=False)
 
 
+def kernels_option() -> Any:
+    from knowpack.kernels import AUTO, KERNEL_SETS
+
+    return option(AUTO, help="code for norms, rotary embeddings and gated MLPs: liger (fused GPU kernels), eager "
+                  "(transformers', the study's numerics) or auto (liger on a GPU where installed)",
+                  choices=lambda: (AUTO, *KERNEL_SETS.names()), affects_results=False)
+
+
 def trust_remote_code_option() -> Any:
     return option(False, help="run Python code shipped with a hub model (off by default: it runs with your rights)",
                   affects_results=False)

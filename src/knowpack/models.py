@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from knowpack.assets import GEMMA3_GGUF, SMOLLM2_GGUF, FileAsset, cache_dir, fetch_file
 from knowpack.errors import InputError
+from knowpack.kernels import apply_kernels, resolve_kernels
 from knowpack.runfolder import sha256_file
 
 if TYPE_CHECKING:
@@ -54,10 +55,17 @@ class LoadedModel:
     spec: str
     fingerprint: str
     chat: bool
+    kernels: str = "eager"  # the kernel set patched in (knowpack.kernels)
 
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    def numerics(self) -> dict[str, str]:
+        """What besides the weights decides this model's answers: keys stores and runs. The eager kernel set is
+        left out, so keys made before kernel sets existed still match."""
+        dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        return {"dtype": dtype} | ({} if self.kernels == "eager" else {"kernels": self.kernels})
 
 
 def default_device() -> torch.device:
@@ -89,12 +97,13 @@ def load_model(
     dtype: str | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    kernels: str = "auto",
     progress: bool = True,
 ) -> LoadedModel:
-    """Load ``spec`` for inference and training. Raises a one-line KnowpackError when it cannot; ``progress``
-    False also silences transformers' loading bars (``--no-progress``)."""
+    """Load ``spec`` for inference and training, with the kernel set ``kernels`` (knowpack.kernels). Raises a
+    one-line KnowpackError when it cannot; ``progress`` False also silences transformers' loading bars."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
     if not progress:
@@ -106,9 +115,12 @@ def load_model(
     if target.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # a user's thread limit wins (shared hosts)
         torch.set_num_threads(os.cpu_count() or 1)
     try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        kernel_set = resolve_kernels(kernels, config, target)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             folder,
+            config=config,
             dtype=torch_dtype,
             trust_remote_code=trust_remote_code,
             attn_implementation=attn_implementation or "sdpa",
@@ -117,11 +129,12 @@ def load_model(
     except (OSError, ValueError, KeyError) as err:
         raise InputError(f"{spec}: cannot load model ({_first_line(err)})") from err
     model.to(target).eval()
+    apply_kernels(model, kernel_set)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if chat is None:
         chat = tokenizer.chat_template is not None
-    return LoadedModel(model, tokenizer, spec, fingerprint, chat)
+    return LoadedModel(model, tokenizer, spec, fingerprint, chat, kernel_set)
 
 
 @contextmanager
@@ -210,7 +223,7 @@ def _converted_gguf(gguf: Path, digest: str) -> Path:
     if (folder / "config.json").is_file():
         return folder
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers import modeling_gguf_pytorch_utils as gguf_loading
     from transformers.utils import logging as transformers_logging
 

@@ -120,7 +120,8 @@ def prepare_facts(config: CapacityConfig, out: Path) -> tuple[Path, Path, Path |
         from knowpack.probe import stage as label_stage
         from knowpack.sweep.runs import base_model
 
-        loaded = base_model(config.model, config.device, config.dtype, config.trust_remote_code, config.progress)
+        loaded = base_model(config.model, config.device, config.dtype, config.trust_remote_code, config.progress,
+                            config.kernels)
         label_stage.run_loaded(loaded, label_stage.LabelConfig(
             questions=questions, out=labels, model=config.model, n_prompts=config.n_prompts,
             n_samples=config.n_samples, progress=config.progress))
@@ -170,7 +171,7 @@ class CapacitySweep:
             evaluate["limit"] = config.benchmark_limit
         self.spec = SweepSpec(name="capacity", model=config.model, out=out, grid=[], questions=questions,
                               labels=labels, train=train, evaluate=evaluate, device=config.device,
-                              dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                              dtype=config.dtype, kernels=config.kernels, trust_remote_code=config.trust_remote_code,
                               progress=config.progress)
         pool = load_pool(labels, questions)
         unknown = pool[pool["category"] == UNKNOWN]

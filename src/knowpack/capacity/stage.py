@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.cli import Command
-from knowpack.config import (Config, ConfigError, device_option, dtype_option, model_option, option, out_option,
-                             overwrite_option, progress_option, trust_remote_code_option)
+from knowpack.config import (Config, ConfigError, device_option, dtype_option, kernels_option, model_option, option,
+                             out_option, overwrite_option, progress_option, trust_remote_code_option)
 from knowpack.sweep.executors import EXECUTORS
 from knowpack.train.methods import METHODS
 from knowpack.train.stage import parse_extra
@@ -87,6 +87,7 @@ class CapacityConfig(Config):
     executor: str = option("local", choices=EXECUTORS.names, help="where the runs happen", affects_results=False)
     device: str | None = device_option()
     dtype: str | None = dtype_option()
+    kernels: str = kernels_option()
     trust_remote_code: bool = trust_remote_code_option()
     overwrite: bool = overwrite_option()
     progress: bool = progress_option()

@@ -71,7 +71,7 @@ def evaluate_loaded(loaded: LoadedModel, config: EvaluateConfig) -> Evaluation:
     questions_path = run.questions_path
     folder = open_run(config.out, "evaluate", config,
                       {"run": run.path, "labels": base.path, "questions": questions_path},
-                      extra_key={"model": loaded.fingerprint, "dtype": _dtype(loaded)}, overwrite=config.overwrite)
+                      extra_key={"model": loaded.fingerprint, **loaded.numerics()}, overwrite=config.overwrite)
     if folder.complete:
         summary = Evaluation(folder.path).summary()
         last_reliability = summary["reliability"]["trained"][str(max(run.epochs))]["lenient"]
@@ -151,6 +151,3 @@ def summarize(tables: dict[str, pd.DataFrame], ctx: MetricContext, run: TrainRun
         summary.update(metric.summarize(tables, ctx))
     return summary
 
-
-def _dtype(loaded: LoadedModel) -> str:
-    return str(next(loaded.model.parameters()).dtype).removeprefix("torch.")

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.cli import Command
-from knowpack.config import (Config, device_option, dtype_option, option, overwrite_option, progress_option,
-                             trust_remote_code_option)
+from knowpack.config import (Config, device_option, dtype_option, kernels_option, option, overwrite_option,
+                             progress_option, trust_remote_code_option)
 from knowpack.evaluate.metrics import METRICS
 
 SHIFT_EPOCHS = ("last", "all")
@@ -47,6 +47,7 @@ class EvaluateConfig(Config):
                                       minimum=0, metavar="N")
     device: str | None = device_option()
     dtype: str | None = dtype_option()
+    kernels: str = kernels_option()
     trust_remote_code: bool = trust_remote_code_option()
     overwrite: bool = overwrite_option()
     progress: bool = progress_option()
@@ -70,8 +71,8 @@ def run(config: EvaluateConfig):
         raise InputError(f"{training.labels_path}: its manifest names no model; pass --model")
     from knowpack.models import load_model
 
-    loaded = load_model(spec, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                        progress=config.progress)
+    loaded = load_model(spec, device=config.device, dtype=config.dtype, kernels=config.kernels,
+                        trust_remote_code=config.trust_remote_code, progress=config.progress)
     return run_loaded(loaded, config)
 
 

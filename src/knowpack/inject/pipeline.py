@@ -99,7 +99,7 @@ def inject(config: InjectConfig, inputs: Inputs) -> InjectFolder:
     _, fingerprint, _ = resolve_model(config.model, trust_remote_code=config.trust_remote_code)
     if _open(config, fingerprint, machine_settings(config, on_gpu(config.device))).complete:
         return InjectFolder(config.out)
-    loaded = load_model(config.model, device=config.device, dtype=config.dtype,
+    loaded = load_model(config.model, device=config.device, dtype=config.dtype, kernels=config.kernels,
                         trust_remote_code=config.trust_remote_code, progress=config.progress)
     return inject_loaded(loaded, config, inputs)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.cli import Command
-from knowpack.config import (Config, device_option, dtype_option, model_option, option, out_option, overwrite_option,
-                             progress_option, trust_remote_code_option)
+from knowpack.config import (Config, device_option, dtype_option, kernels_option, model_option, option, out_option,
+                             overwrite_option, progress_option, trust_remote_code_option)
 from knowpack.evaluate.metrics import METRICS
 
 
@@ -61,6 +61,7 @@ class InjectConfig(Config):
     seed: int = option(42, help="seeds the mixture, the LoRA init and the data order", minimum=0)
     device: str | None = device_option()
     dtype: str | None = dtype_option()
+    kernels: str = kernels_option()
     trust_remote_code: bool = trust_remote_code_option()
     overwrite: bool = overwrite_option()
     progress: bool = progress_option()

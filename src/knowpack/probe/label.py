@@ -54,7 +54,7 @@ def label_targets(loaded: LoadedModel, config: LabelConfig, targets: Sequence[La
     decoding = config.decoding()
     decoding.validate()
     prompts = PromptSet(loaded.tokenizer, settings, questions.questions, questions.relations, questions.answers)
-    dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+    numerics = loaded.numerics()
 
     pending: list[_Pending] = []
     for index, target in enumerate(targets):
@@ -67,7 +67,7 @@ def label_targets(loaded: LoadedModel, config: LabelConfig, targets: Sequence[La
         scope = {
             "model": loaded.fingerprint,
             "adapter": adapter_fp,
-            "dtype": dtype,
+            **numerics,
             "prompts": settings.fingerprint(),
             "decoding": dataclasses.asdict(decoding),
             "sample_seed": config.sample_seed,
@@ -77,7 +77,7 @@ def label_targets(loaded: LoadedModel, config: LabelConfig, targets: Sequence[La
                                        chat=chat)
         run = open_run(target.out, "label", resolved, inputs, overwrite=config.overwrite,
                        extra_key={"model_fingerprint": loaded.fingerprint, "adapter_fingerprint": adapter_fp,
-                                  "dtype": dtype, "exemplar_pool": pool_fingerprint(),
+                                  **numerics, "exemplar_pool": pool_fingerprint(),
                                   "prompt_format": FORMAT_VERSION})
         if run.complete:
             continue

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knowpack.cli import Command
-from knowpack.config import (Config, device_option, dtype_option, model_option, option, out_option, overwrite_option,
-                             progress_option, trust_remote_code_option)
+from knowpack.config import (Config, device_option, dtype_option, kernels_option, model_option, option, out_option,
+                             overwrite_option, progress_option, trust_remote_code_option)
 from knowpack.errors import InputError
 from knowpack.kg.folder import questions_file, read_questions
 from knowpack.probe.backends import BACKENDS, Decoding
@@ -62,6 +62,7 @@ class LabelConfig(Config):
                                    "end-of-sequence/turn)")
     backend: str = option("prefix", choices=BACKENDS.names, help="generation backend")
     dtype: str | None = dtype_option()
+    kernels: str = kernels_option()
     device: str | None = device_option()
     trust_remote_code: bool = trust_remote_code_option()
     batch_size: int | None = option(None, help="generated sequences per batch (default: 64 on a CPU; on a GPU sized "
@@ -141,7 +142,7 @@ def run(config: LabelConfig):
     exemplars_to_drop(config, read_probe_questions(config.questions, config.exemplars))  # fail before a load
     from knowpack.models import load_model
 
-    loaded = load_model(config.model, device=config.device, dtype=config.dtype,
+    loaded = load_model(config.model, device=config.device, dtype=config.dtype, kernels=config.kernels,
                         trust_remote_code=config.trust_remote_code, progress=config.progress)
     return run_loaded(loaded, config)[0]
 

@@ -102,6 +102,7 @@ def describe(spec: SweepSpec) -> dict:
         "protocol": spec.protocol,
         "device": spec.device,
         "dtype": spec.dtype,
+        "kernels": spec.kernels,
         "trust_remote_code": spec.trust_remote_code,
         "data": {**{k: v for k, v in data.items() if v}, **({"make": make} if make else {})},
         "train": spec.train,
@@ -134,13 +135,15 @@ def prepare_data(spec: SweepSpec, sweep_dir: Path) -> tuple[Path, Path]:
     if questions_config is not None:
         questions = questions_stage.run(questions_config).file("questions.parquet")
     if paraphrase_config is not None:
-        loaded = base_model(spec.model, spec.device, spec.dtype, spec.trust_remote_code, spec.progress)
+        loaded = base_model(spec.model, spec.device, spec.dtype, spec.trust_remote_code, spec.progress,
+                            spec.kernels)
         questions = paraphrase_stage.run_loaded(loaded, paraphrase_config).file("questions.parquet")
     labels = spec.labels
     if label_config is not None:
         labels = label_config.out
         if not is_complete(labels):
-            loaded = base_model(spec.model, spec.device, spec.dtype, spec.trust_remote_code, spec.progress)
+            loaded = base_model(spec.model, spec.device, spec.dtype, spec.trust_remote_code, spec.progress,
+                                spec.kernels)
             label_stage.run_loaded(loaded, label_config)
     assert questions is not None and labels is not None  # parse_sweep requires one source of each
     return Path(questions).resolve(), Path(labels).resolve()

@@ -63,7 +63,8 @@ class SweepJob:
         return self.out / "runs" / run.run_id
 
     def load_model(self):
-        return base_model(self.model, self.device, self.dtype, self.trust_remote_code, self.spec.progress)
+        return base_model(self.model, self.device, self.dtype, self.trust_remote_code, self.spec.progress,
+                          self.spec.kernels)
 
     def train_config(self, run: RunSpec):
         return self.spec.train_config(run, labels=self.labels, questions=self.questions, out=self.run_dir(run))
@@ -72,14 +73,15 @@ class SweepJob:
 _BASE_MODELS: dict[tuple, object] = {}
 
 
-def base_model(model: str, device: str | None, dtype: str | None, trust_remote_code: bool, progress: bool = True):
+def base_model(model: str, device: str | None, dtype: str | None, trust_remote_code: bool, progress: bool = True,
+               kernels: str = "auto"):
     """The base model, loaded at most once per process: labelling the sweep's data and every local run share it."""
-    key = (model, device, dtype, trust_remote_code)
+    key = (model, device, dtype, trust_remote_code, kernels)
     if key not in _BASE_MODELS:
         from knowpack.models import load_model
 
-        _BASE_MODELS[key] = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                       progress=progress)
+        _BASE_MODELS[key] = load_model(model, device=device, dtype=dtype, kernels=kernels,
+                                       trust_remote_code=trust_remote_code, progress=progress)
     return _BASE_MODELS[key]
 
 

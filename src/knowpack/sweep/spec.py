@@ -16,6 +16,7 @@ Schema (paths relative to the YAML file; see examples/study_grid.yaml and exampl
     name: my-grid                      # optional; default the file's stem; the sweep folder is runs/<name>
     model: smollm2-135m                # hub id, model folder, .gguf file or embedded model name
     device: cuda | cpu                 # optional (default: cuda if available); dtype: optional (bfloat16, ...)
+    kernels: auto | liger | eager      # optional (default auto: Liger's fused kernels on a GPU where installed)
     trust_remote_code: false
     data:                              # questions + labels, either given ...
       questions: path/questions.parquet
@@ -53,21 +54,24 @@ from typing import Any
 
 from knowpack.config import ConfigError, _parts, field_types
 from knowpack.errors import InputError
+from knowpack.kernels import AUTO, KERNEL_SETS
 from knowpack.runfolder import stable_hash
 from knowpack.train.stage import EXTRA_KINDS, TARGET_PRESETS, TrainConfig
 from knowpack.yamlfile import load_yaml
 
-TOP_LEVEL_KEYS = ("name", "model", "protocol", "device", "dtype", "trust_remote_code", "max_runs", "data", "train",
-                  "evaluate", "grid")
+TOP_LEVEL_KEYS = ("name", "model", "protocol", "device", "dtype", "kernels", "trust_remote_code", "max_runs", "data",
+                  "train", "evaluate", "grid")
 MAX_RUNS = 10_000  # a larger grid is almost always a typo (a range's step); raise max_runs to mean it
 DATA_KEYS = ("questions", "labels", "make")
 MAKE_KEYS = ("questions", "paraphrases", "labels")
 MIXTURE_RANGE_KEYS = ("kinds", "ratios", "none")
 RANGE_KEYS = ("start", "stop", "step", "num", "log")
 # TrainConfig / EvaluateConfig fields the sweep fills in itself: setting them would break the folder layout.
-SET_BY_SWEEP = {"train": ("labels", "questions", "out", "model", "device", "dtype", "trust_remote_code", "overwrite",
+SET_BY_SWEEP = {"train": ("labels", "questions", "out", "model", "device", "dtype", "kernels", "trust_remote_code",
+                          "overwrite",
                           "progress", "extra"),
-                "evaluate": ("run", "model", "out", "device", "dtype", "trust_remote_code", "overwrite", "progress")}
+                "evaluate": ("run", "model", "out", "device", "dtype", "kernels", "trust_remote_code", "overwrite",
+                             "progress")}
 # Options that name files: resolved against the sweep file's folder like the data paths.
 PATH_OPTIONS = {"train": ("extra_pool", "pack_from", "pool"), "evaluate": ("benchmarks_dir",)}
 
@@ -115,6 +119,7 @@ class SweepSpec:
     max_runs: int = MAX_RUNS
     device: str | None = None
     dtype: str | None = None
+    kernels: str = "auto"  # knowpack.kernels
     trust_remote_code: bool = False
     progress: bool = True  # the stages' bars (not a sweep-file key: the command's --no-progress)
     source: Path | None = None
@@ -241,6 +246,9 @@ def parse_sweep(
     for key in ("device", "dtype"):
         if document.get(key) is not None and not isinstance(document[key], str):
             raise InputError(f"{key}: must be a string such as 'cuda', 'cpu' or 'bfloat16'")
+    kernels = document.get("kernels", AUTO)
+    if kernels != AUTO and kernels not in KERNEL_SETS:
+        raise InputError(f"kernels: {kernels!r} is not one of {', '.join([AUTO, *KERNEL_SETS.names()])}")
     trust = document.get("trust_remote_code", False)
     if not isinstance(trust, bool):
         raise InputError("trust_remote_code: must be true or false")
@@ -314,6 +322,7 @@ def parse_sweep(
         evaluate=evaluate,
         device=document.get("device"),
         dtype=document.get("dtype"),
+        kernels=kernels,
         trust_remote_code=trust,
         source=source,
     )

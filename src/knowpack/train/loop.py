@@ -117,13 +117,12 @@ def prepare_run(loaded: LoadedModel, config: TrainConfig) -> PreparedRun | Train
         inputs["pack_from"] = questions_file(config.pack_from)
     if config.pool is not None:
         inputs["pool"] = questions_file(config.pool)
-    base_dtype = next(loaded.model.parameters()).dtype
     run = open_run(
         config.out,
         "train",
         config,
         inputs,
-        extra_key={"model": loaded.fingerprint, "dtype": str(base_dtype).removeprefix("torch.")},
+        extra_key={"model": loaded.fingerprint, **loaded.numerics()},
         overwrite=config.overwrite,
     )
     if run.complete:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knowpack.cli import Command
-from knowpack.config import (Config, ConfigError, device_option, dtype_option, model_option, option, out_option, overwrite_option,
-                             progress_option, trust_remote_code_option)
+from knowpack.config import (Config, ConfigError, device_option, dtype_option, kernels_option, model_option, option,
+                             out_option, overwrite_option, progress_option, trust_remote_code_option)
 from knowpack.errors import InputError
 from knowpack.train.methods import METHODS
 
@@ -96,6 +96,7 @@ class TrainConfig(Config):
                               affects_results=False)
     device: str | None = device_option()
     dtype: str | None = dtype_option()
+    kernels: str = kernels_option()
     trust_remote_code: bool = trust_remote_code_option()
     overwrite: bool = overwrite_option()
     progress: bool = progress_option()
@@ -126,7 +127,7 @@ def run(config: TrainConfig):
     draw_facts(config)
     from knowpack.models import load_model
 
-    loaded = load_model(config.model, device=config.device, dtype=config.dtype,
+    loaded = load_model(config.model, device=config.device, dtype=config.dtype, kernels=config.kernels,
                         trust_remote_code=config.trust_remote_code, progress=config.progress)
     return run_loaded(loaded, config)
 

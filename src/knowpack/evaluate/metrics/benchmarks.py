@@ -170,8 +170,7 @@ def base_scores_file(loaded, options: BenchmarkOptions) -> Path:
     from knowpack.assets import cache_dir
     from knowpack.runfolder import stable_hash
 
-    dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
-    key = stable_hash({"model": loaded.fingerprint, "dtype": dtype, "benchmarks": options.result_dict()})
+    key = stable_hash({"model": loaded.fingerprint, **loaded.numerics(), "benchmarks": options.result_dict()})
     return cache_dir() / "benchmark_scores" / f"base-{key}.parquet"
 
 

@@ -1,0 +1,56 @@
+"""Kernel sets: which set a choice resolves to, one-line errors before the weights load, and the patches a set
+makes undone for the study's side of a bench (``eager_code``) and put back."""
+
+import sys
+
+import pytest
+import torch
+
+from knowpack import kernels
+from knowpack.errors import InputError
+from knowpack.kernels import KernelSet, apply_kernels, eager_code, resolve_kernels
+from knowpack.models import load_model
+
+
+def test_auto_is_eager_on_a_cpu_and_liger_named_outright_says_why_not(tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+    assert loaded.kernels == "eager"
+    assert resolve_kernels("auto", loaded.model.config, torch.device("cpu")) == "eager"
+    assert loaded.numerics() == {"dtype": "float32"}, "the eager set keeps the keys made before kernel sets"
+    with pytest.raises(InputError, match=r"^--kernels liger: Liger's Triton kernels run on CUDA devices, not on cpu$"):
+        load_model(str(tiny_model_dir), device="cpu", kernels="liger")
+
+
+def _fused_norm_forward(self, x):
+    return x * 0  # recognisable: not the real norm
+
+
+def _patch_like_liger(model):
+    """What Liger does to a model: a modeling-module global replaced, submodules' forward bound anew."""
+    module = sys.modules[type(model.model.norm).__module__]
+    module.apply_rotary_pos_emb = lambda q, k, *args, **kwargs: (q, k)
+    for submodule in model.modules():
+        if type(submodule).__name__.endswith("RMSNorm"):
+            submodule.forward = _fused_norm_forward.__get__(submodule)
+
+
+def test_eager_code_undoes_a_sets_patches_and_puts_them_back(tiny_model_dir, monkeypatch):
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+    model = loaded.model
+    module = sys.modules[type(model.model.norm).__module__]
+    rotary = module.apply_rotary_pos_emb
+    kernels.KERNEL_SETS.names()  # the package's own sets first
+    monkeypatch.setitem(kernels.KERNEL_SETS._members, "fake", KernelSet("test", lambda c, d: None, _patch_like_liger))
+    monkeypatch.setattr(module, "apply_rotary_pos_emb", rotary)  # restored after the test whatever happens
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        eager_logits = model(ids).logits
+        apply_kernels(model, "fake")
+        patched_logits = model(ids).logits
+        assert module.apply_rotary_pos_emb is not rotary and "forward" in vars(model.model.norm)
+        assert not torch.equal(patched_logits, eager_logits)
+        with eager_code(model):
+            assert module.apply_rotary_pos_emb is rotary and "forward" not in vars(model.model.norm)
+            assert torch.equal(model(ids).logits, eager_logits)
+        assert module.apply_rotary_pos_emb is not rotary
+        assert torch.equal(model(ids).logits, patched_logits)
