@@ -85,7 +85,8 @@ def kernels_option() -> Any:
     from knowpack.kernels import AUTO, KERNEL_SETS
 
     return option(AUTO, help="code for norms, rotary embeddings and gated MLPs: liger (fused GPU kernels), eager "
-                  "(transformers', the study's numerics) or auto (liger on a GPU where installed)",
+                  "(transformers', the study's numerics) or auto (liger for Llama-family models on a GPU where "
+                  "installed)",
                   choices=lambda: (AUTO, *KERNEL_SETS.names()), affects_results=False)
 
 

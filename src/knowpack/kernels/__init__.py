@@ -4,8 +4,8 @@ transformers' eager code runs each chain as several kernels that each read and w
 the Llama-3.1-8B shape they cost a third of a probe batch (``bench/gemm_floor.py --leave-out``). A fused set
 (``liger``) replaces them in a loaded model; ``eager`` keeps transformers' code, the study's numerics
 (docs/study-fidelity.md). Each set is a module of this package that registers itself; ``--kernels auto`` takes the
-first fused set that can serve the model on its device. The set in use enters response stores' and runs' keys
-(``LoadedModel.numerics``), so answers made under one are never read as another's.
+first fused set that can serve the model on its device and was checked on its architecture. The set in use enters
+response stores' and runs' keys (``LoadedModel.numerics``), so answers made under one are never read as another's.
 """
 
 from __future__ import annotations
@@ -26,11 +26,14 @@ AUTO = "auto"
 @dataclass(frozen=True)
 class KernelSet:
     """``unavailable(config, device)`` says why the set cannot serve a model of this transformers config there
-    (None: it can), so a bad choice fails before the weights load; ``apply`` patches it into a loaded model."""
+    (None: it can), so a bad choice fails before the weights load; ``apply`` patches it into a loaded model;
+    ``automatic(config)`` says whether ``auto`` may pick it (where its answers were checked against the eager
+    code's), a set it may not pick still serving a user who names it."""
 
     description: str
     unavailable: Callable[[Any, Any], str | None]
     apply: Callable[[Any], None]
+    automatic: Callable[[Any], bool] = lambda config: True
 
 
 KERNEL_SETS: Registry[KernelSet] = Registry("kernel set", package=__name__)
@@ -45,7 +48,8 @@ def resolve_kernels(choice: str, config, device) -> str:
             raise InputError(f"--kernels {choice}: {reason}")
         return choice
     return next((name for name, kernels in KERNEL_SETS.items()
-                 if name != "eager" and kernels.unavailable(config, device) is None), "eager")
+                 if name != "eager" and kernels.automatic(config) and kernels.unavailable(config, device) is None),
+                "eager")
 
 
 def apply_kernels(model, name: str) -> None:

@@ -3,8 +3,9 @@
 Liger-Kernel is the maintained library of fused kernels for exactly these chains (the one TRL and axolotl use); it
 knows each architecture's norms and MLPs (RMS norm with transformers' "llama" casting, Gemma's offset) and patches
 its kernels into a loaded model, so knowpack writes none of its own. It is an optional dependency
-(``pip install 'knowpack[gpu]'``). The kernels compute the same functions rounded in other places: in float32 the
-answers are the eager code's, in bf16 near-tie answers can change (bench/RESULTS.md, session 12).
+(``pip install 'knowpack[gpu]'``). On Llama-family models the kernels compute the same functions rounded in other
+places: in float32 the answers are the eager code's, in bf16 near-tie answers can change (bench/RESULTS.md,
+session 12). On Gemma 3 they did not give the eager code's answers, so knowpack does not use them there.
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ from __future__ import annotations
 import importlib.util
 
 from knowpack.kernels import KERNEL_SETS, KernelSet
+
+# Architectures whose greedy answers under Liger's kernels equal the eager code's in float32
+# (bench/kernel_agreement.py): ``auto`` picks Liger for these only. Gemma 3 gave other answers (180 of 1,024 equal), so it is refused outright.
+CHECKED = {"llama"}
+DIFFERENT = {"gemma3", "gemma3_text"}
 
 
 def _liger_unavailable(config, device) -> str | None:
@@ -23,6 +29,9 @@ def _liger_unavailable(config, device) -> str | None:
 
     if config.model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
         return f"Liger-Kernel has no kernels for {config.model_type} models"
+    if config.model_type in DIFFERENT:
+        return (f"Liger's kernels for {config.model_type} models give other answers than transformers' code in float32 "
+                "(bench/kernel_agreement.py --architectures)")
     return None
 
 
@@ -35,4 +44,4 @@ def _liger_apply(model) -> None:
 
 
 KERNEL_SETS.register("liger", KernelSet("Liger-Kernel's Triton kernels for norms, rotary embeddings and gated MLPs",
-                                        _liger_unavailable, _liger_apply))
+                                        _liger_unavailable, _liger_apply, lambda config: config.model_type in CHECKED))
