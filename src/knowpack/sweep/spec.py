@@ -143,8 +143,8 @@ class SweepSpec:
         values = {k: v for k, v in run.params.items() if k != "mixture"}
         try:
             return TrainConfig.from_dict({**run.train, **values}, protocol=self.protocol, model=self.model,
-                                         device=self.device, dtype=self.dtype, extra=tuple(run.extra),
-                                         progress=self.progress, **paths)
+                                         device=self.device, dtype=self.dtype, kernels=self.kernels,
+                                         extra=tuple(run.extra), progress=self.progress, **paths)
         except ConfigError as err:
             key = err.name.split(".")[-1]
             raise err.renamed(f"{'grid' if key in values else 'train'}.{key}") from None
@@ -153,7 +153,8 @@ class SweepSpec:
         from knowpack.evaluate.stage import EvaluateConfig
 
         return EvaluateConfig.from_dict(run.evaluate, where="evaluate", protocol=self.protocol, run=run_dir,
-                                        device=self.device, dtype=self.dtype, progress=self.progress)
+                                        device=self.device, dtype=self.dtype, kernels=self.kernels,
+                                        progress=self.progress)
 
     def data_configs(self, sweep_dir: Path):
         """The questions, paraphrase and label stage configs the sweep makes its data with, in that order (None
