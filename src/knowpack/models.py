@@ -223,7 +223,7 @@ def _converted_gguf(gguf: Path, digest: str) -> Path:
     if (folder / "config.json").is_file():
         return folder
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers import modeling_gguf_pytorch_utils as gguf_loading
     from transformers.utils import logging as transformers_logging
 
