@@ -13,7 +13,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from knowpack.errors import InputError
+from knowpack.errors import InputError, RunConflictError
 from knowpack.models import load_model
 from knowpack.cli import main
 from knowpack.probe.engine import PrefixEngine
@@ -302,3 +302,6 @@ def test_answers_made_under_one_kernel_set_are_never_read_under_another(loaded, 
     manifest = json.loads((again.out / "manifest.json").read_text())
     assert manifest["extra_key"]["kernels"] == "liger" and "kernels" not in json.loads(
         (eager.out / "manifest.json").read_text())["extra_key"]
+    # a finished folder labelled with transformers' code is not resumed under the fused set, and says why
+    with pytest.raises(RunConflictError, match=r"another config or inputs; its kernels was not set, now liger; choose"):
+        label_loaded(fused, eager, [LabelTarget(eager.out)])

@@ -306,8 +306,11 @@ def open_run(
             existing["inputs"] = inputs_block  # where the inputs are now (the folder may have moved)
             return RunFolder(path, stage, key, existing)
         if not overwrite and (existing.get("complete") or holds_work(path)):
+            made, now = existing.get("extra_key", {}), dict(extra_key or {})
+            changed = "".join(f"; its {name} was {made.get(name, 'not set')}, now {now.get(name, 'not set')}"
+                              for name in sorted(made.keys() | now.keys()) if made.get(name) != now.get(name))
             raise RunConflictError(
-                f"{path}: holds a {existing.get('stage', 'different')} run with another config or inputs; "
+                f"{path}: holds a {existing.get('stage', 'different')} run with another config or inputs{changed}; "
                 "choose another --out or pass --overwrite"
             )
         _clear(path)
