@@ -48,8 +48,7 @@ def resolve_kernels(choice: str, config, device) -> str:
             raise InputError(f"--kernels {choice}: {reason}")
         return choice
     return next((name for name, kernels in KERNEL_SETS.items()
-                 if name != "eager" and kernels.automatic(config) and kernels.unavailable(config, device) is None),
-                "eager")
+                 if kernels.automatic(config) and kernels.unavailable(config, device) is None), "eager")
 
 
 def apply_kernels(model, name: str) -> None:

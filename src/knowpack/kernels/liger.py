@@ -15,7 +15,8 @@ import importlib.util
 from knowpack.kernels import KERNEL_SETS, KernelSet
 
 # Architectures whose greedy answers under Liger's kernels equal the eager code's in float32
-# (bench/kernel_agreement.py): ``auto`` picks Liger for these only. Gemma 3 gave other answers (180 of 1,024 equal), so it is refused outright.
+# (bench/kernel_agreement.py): ``auto`` picks Liger for these only. Gemma 3 gave other answers (180 of 1,024
+# equal), so it is refused outright.
 CHECKED = {"llama"}
 DIFFERENT = {"gemma3", "gemma3_text"}
 

@@ -68,8 +68,7 @@ MIXTURE_RANGE_KEYS = ("kinds", "ratios", "none")
 RANGE_KEYS = ("start", "stop", "step", "num", "log")
 # TrainConfig / EvaluateConfig fields the sweep fills in itself: setting them would break the folder layout.
 SET_BY_SWEEP = {"train": ("labels", "questions", "out", "model", "device", "dtype", "kernels", "trust_remote_code",
-                          "overwrite",
-                          "progress", "extra"),
+                          "overwrite", "progress", "extra"),
                 "evaluate": ("run", "model", "out", "device", "dtype", "kernels", "trust_remote_code", "overwrite",
                              "progress")}
 # Options that name files: resolved against the sweep file's folder like the data paths.
